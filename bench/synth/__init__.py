@@ -1,0 +1,1 @@
+"""Synthetic hand clips with ground truth, rendered by Blender (bpy) from known motion."""

@@ -1,0 +1,149 @@
+"""Ground truth of a synthetic clip: what was rendered, per frame and hand (numpy only).
+
+Stored as ``<name>.npz`` (``allow_pickle=False``) next to ``<name>.mp4``. The npz holds a
+JSON header string under ``header`` and the arrays below. Camera space is OpenCV's
+(x right, y down, z forward), metres; pixel coordinates have (0, 0) at the top-left
+corner of the top-left pixel, so the centre of pixel (u, v) is (u + 0.5, v + 0.5).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handmocap.errors import HandmocapError
+
+FORMAT = "handmocap-synthetic-clip"
+VERSION = 1
+
+
+class Visibility(IntEnum):
+    """Per-keypoint visibility codes."""
+
+    VISIBLE = 0
+    SELF_OCCLUDED = 1  # behind another part of the same hand
+    OCCLUDED_BY_OTHER_HAND = 2
+    OUTSIDE_IMAGE = 3
+
+
+@dataclass(frozen=True)
+class ClipGroundTruth:
+    """Everything known about a rendered clip. T frames, H hands, P = 21 keypoints
+    (MediaPipe order), J = 25 WebXR joints, M = 16 MANO joints.
+
+    Attributes:
+        header: JSON-able metadata (format, version, name, seed, width, height, fps,
+            asset id, render settings, joint orders).
+        intrinsics: (3, 3) pinhole camera matrix K in pixels.
+        handedness: (H,) "left" / "right", the physical hand.
+        keypoints_cam: (T, H, P, 3) keypoints in camera space, metres.
+        keypoints_px: (T, H, P, 2) the same projected through K, pixels.
+        visibility: (T, H, P) int8 :class:`Visibility` codes.
+        joint_local_quat: (T, H, J, 4) each WebXR joint's rotation relative to its rest
+            pose, in the hand's rest axes, quaternion (w, x, y, z).
+        wrist_rotation: (T, H, 3, 3) camera-from-hand rotation.
+        wrist_position: (T, H, 3) wrist joint in camera space, metres.
+        mano_pose: (T, H, M, 3) axis-angle (radians): [0] the global wrist rotation in
+            camera space, [1:] the 15 finger joint rotations in MANO order.
+        segmentation: (T, height, width) uint8 labels from the object-index pass:
+            0 background, 1 + h for hand h (the visible one where hands overlap).
+    """
+
+    header: dict[str, Any]
+    intrinsics: np.ndarray
+    handedness: tuple[str, ...]
+    keypoints_cam: np.ndarray
+    keypoints_px: np.ndarray
+    visibility: np.ndarray
+    joint_local_quat: np.ndarray
+    wrist_rotation: np.ndarray
+    wrist_position: np.ndarray
+    mano_pose: np.ndarray
+    segmentation: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints_cam.shape[0])
+
+    @property
+    def num_hands(self) -> int:
+        return len(self.handedness)
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        arrays = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("header", "handedness")
+        }
+        np.savez_compressed(
+            path,
+            header=np.array(json.dumps(self.header)),
+            handedness=np.array(self.handedness, dtype="U5"),
+            **arrays,
+        )
+        return path
+
+
+_SHAPES: dict[str, tuple[str | int, ...]] = {
+    "intrinsics": (3, 3),
+    "keypoints_cam": ("T", "H", 21, 3),
+    "keypoints_px": ("T", "H", 21, 2),
+    "visibility": ("T", "H", 21),
+    "joint_local_quat": ("T", "H", 25, 4),
+    "wrist_rotation": ("T", "H", 3, 3),
+    "wrist_position": ("T", "H", 3),
+    "mano_pose": ("T", "H", 16, 3),
+    "segmentation": ("T", "height", "width"),
+}
+
+
+def load_ground_truth(path: Path) -> ClipGroundTruth:
+    """Load and validate a ground-truth npz. Raises HandmocapError naming what is wrong."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            content = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise HandmocapError(f"{path} is not a readable ground-truth file: {err}") from err
+    missing = [k for k in ("header", "handedness", *_SHAPES) if k not in content]
+    if missing:
+        raise HandmocapError(f"{path} lacks the fields {missing}; re-render the clip")
+    header = json.loads(str(content["header"]))
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise HandmocapError(
+            f"{path} is format {header.get('format')!r} v{header.get('version')}, expected "
+            f"{FORMAT!r} v{VERSION}; re-render the clip"
+        )
+    sizes = {
+        "T": header["num_frames"],
+        "H": len(content["handedness"]),
+        "height": header["height"],
+        "width": header["width"],
+    }
+    for key, spec in _SHAPES.items():
+        want = tuple(sizes[s] if isinstance(s, str) else s for s in spec)
+        if content[key].shape != want:
+            raise HandmocapError(f"{path}: {key} has shape {content[key].shape}, expected {want}")
+    return ClipGroundTruth(
+        header=header,
+        handedness=tuple(str(h) for h in content["handedness"]),
+        **{k: content[k] for k in _SHAPES},
+    )
+
+
+def project(points_cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """(..., 3) camera-space points -> (..., 2) pixel coordinates through K."""
+    uvw = points_cam @ intrinsics.T
+    return uvw[..., :2] / uvw[..., 2:3]
+
+
+def intrinsics_from_fov(width: int, height: int, fov_x_deg: float) -> np.ndarray:
+    """(3, 3) K of a centred pinhole with square pixels and horizontal field of view."""
+    f = 0.5 * width / np.tan(np.radians(fov_x_deg) / 2.0)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,198 @@
+"""Seeded, smooth hand motion for synthetic clips (numpy only).
+
+Finger articulation is a sequence of key poses (grasp, counting, spread, pinch, random
+poses inside the anatomical limits) joined by minimum-jerk transitions and short holds,
+all in the anatomical angle space of ``retarget.joint_limits``. Every frame is inside the
+limits: key poses are clipped, and a minimum-jerk blend of two in-range poses stays in
+range (the limits are a box).
+
+The wrist moves with a smooth random rotation about a base orientation and a smooth
+random translation (sums of a few low-frequency sinusoids with random phases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from handmocap.retarget.hand_skeleton import WEBXR_25
+from handmocap.retarget.joint_limits import clip_to_limits, limits_array
+from handmocap.retarget.rotations import axis_angle_to_matrix
+
+_FINGERS4 = ("index", "middle", "ring", "pinky")
+
+
+def _j(name: str) -> int:
+    return WEBXR_25.index(name)
+
+
+def _finger(
+    pose: np.ndarray, finger: str, mcp: float, pip: float, dip: float, spread: float = 0.0
+) -> None:
+    base = f"{finger}-finger-phalanx-"
+    pose[_j(base + "proximal")] = (mcp, spread, 0.0)
+    pose[_j(base + "intermediate")] = (pip, 0.0, 0.0)
+    pose[_j(base + "distal")] = (dip, 0.0, 0.0)
+
+
+def _thumb(pose: np.ndarray, cmc: tuple[float, float, float], mcp: float, ip: float) -> None:
+    pose[_j("thumb-metacarpal")] = cmc
+    pose[_j("thumb-phalanx-proximal")] = (mcp, 0.0, 0.0)
+    pose[_j("thumb-phalanx-distal")] = (ip, 0.0, 0.0)
+
+
+def _curled(pose: np.ndarray, fingers: tuple[str, ...]) -> None:
+    for f in fingers:
+        _finger(pose, f, 85.0, 100.0, 60.0)
+
+
+def _named_pose(build: Callable[[np.ndarray], None]) -> np.ndarray:
+    pose = np.zeros((25, 3))
+    build(pose)
+    return clip_to_limits(pose)
+
+
+# Key poses in anatomical angles (flex, spread, twist) in degrees, (25, 3) each.
+KEY_POSES: dict[str, np.ndarray] = {
+    "flat": _named_pose(lambda p: None),
+    "relaxed": _named_pose(lambda p: [
+        *(_finger(p, f, 15 + 5 * i, 25 + 5 * i, 12) for i, f in enumerate(_FINGERS4)),
+        _thumb(p, (10, 15, 0), 10, 10)]),
+    "fist": _named_pose(lambda p: [
+        _curled(p, _FINGERS4), _thumb(p, (35, 10, 15), 45, 40)]),
+    "spread": _named_pose(lambda p: [
+        _finger(p, "index", 0, 0, 0, 15), _finger(p, "middle", 0, 0, 0, 0),
+        _finger(p, "ring", 0, 0, 0, -12), _finger(p, "pinky", 0, 0, 0, -22),
+        _thumb(p, (-10, 35, 0), 0, 0)]),
+    "point": _named_pose(lambda p: [
+        _finger(p, "index", 0, 5, 0), _curled(p, ("middle", "ring", "pinky")),
+        _thumb(p, (35, 10, 15), 40, 35)]),
+    "two": _named_pose(lambda p: [
+        _finger(p, "index", 0, 0, 0, 10), _finger(p, "middle", 0, 0, 0, -6),
+        _curled(p, ("ring", "pinky")), _thumb(p, (35, 10, 15), 40, 35)]),
+    "three": _named_pose(lambda p: [
+        _finger(p, "index", 0, 0, 0, 10), _finger(p, "middle", 0, 0, 0),
+        _finger(p, "ring", 0, 0, 0, -8), _curled(p, ("pinky",)),
+        _thumb(p, (35, 10, 15), 40, 35)]),
+    "four": _named_pose(lambda p: [
+        _finger(p, "index", 0, 0, 0, 10), _finger(p, "middle", 0, 0, 0),
+        _finger(p, "ring", 0, 0, 0, -8), _finger(p, "pinky", 0, 0, 0, -15),
+        _thumb(p, (40, 5, 15), 45, 40)]),
+    "pinch": _named_pose(lambda p: [
+        _finger(p, "index", 45, 55, 25), _finger(p, "middle", 20, 25, 10),
+        _finger(p, "ring", 25, 30, 12), _finger(p, "pinky", 30, 35, 15),
+        _thumb(p, (30, 25, 15), 20, 20)]),
+    "grasp": _named_pose(lambda p: [
+        *(_finger(p, f, 50, 60, 30) for f in _FINGERS4), _thumb(p, (25, 30, 10), 25, 25)]),
+    "thumbs_up": _named_pose(lambda p: [
+        _curled(p, _FINGERS4), _thumb(p, (-10, 20, 0), 0, 0)]),
+}  # fmt: skip
+
+
+def random_pose(rng: np.random.Generator) -> np.ndarray:
+    """A random (25, 3) pose inside the limits with natural PIP/DIP coupling."""
+    lim = limits_array()
+    u = rng.uniform(size=(25, 3))
+    pose = lim[..., 0] + u * (lim[..., 1] - lim[..., 0])
+    pose[:, 1:] *= 0.6  # spread and twist near the middle of their ranges look natural
+    for f in _FINGERS4:
+        pip = pose[_j(f"{f}-finger-phalanx-intermediate"), 0]
+        pose[_j(f"{f}-finger-phalanx-distal"), 0] = 0.65 * pip + rng.normal(0.0, 5.0)
+    return clip_to_limits(pose)
+
+
+def _min_jerk(s: np.ndarray) -> np.ndarray:
+    return s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
+
+
+@dataclass(frozen=True)
+class ArticulationConfig:
+    """How finger motion is sequenced. Times in seconds."""
+
+    transition_s: tuple[float, float] = (0.5, 1.1)
+    hold_s: tuple[float, float] = (0.0, 0.4)
+    random_pose_share: float = 0.35
+    jitter_deg: float = 2.0
+
+
+def articulation_track(
+    rng: np.random.Generator, n_frames: int, fps: float, config: ArticulationConfig | None = None
+) -> np.ndarray:
+    """(n_frames, 25, 3) anatomical angles in degrees, smooth and inside the limits."""
+    cfg = config or ArticulationConfig()
+    names = sorted(KEY_POSES)
+    keys: list[np.ndarray] = [KEY_POSES[str(rng.choice(["relaxed", "flat", "spread"]))]]
+    frames: list[np.ndarray] = []
+    while len(frames) < n_frames:
+        if rng.uniform() < cfg.random_pose_share:
+            nxt = random_pose(rng)
+        else:
+            nxt = KEY_POSES[str(rng.choice(names))]
+        n_move = max(2, round(rng.uniform(*cfg.transition_s) * fps))
+        n_hold = round(rng.uniform(*cfg.hold_s) * fps)
+        s = _min_jerk(np.linspace(0.0, 1.0, n_move, endpoint=False))[:, None, None]
+        frames.extend(keys[-1] + s * (nxt - keys[-1]))
+        frames.extend([nxt] * n_hold)
+        keys.append(nxt)
+    track = np.stack(frames[:n_frames])
+    if cfg.jitter_deg > 0:
+        track = track + smooth_noise(rng, n_frames, (25, 3), fps, cfg.jitter_deg, 1.5)
+    return clip_to_limits(track)
+
+
+def smooth_noise(
+    rng: np.random.Generator,
+    n_frames: int,
+    shape: tuple[int, ...],
+    fps: float,
+    amplitude: float,
+    max_hz: float,
+    n_waves: int = 3,
+) -> np.ndarray:
+    """Sum of ``n_waves`` random sinusoids below ``max_hz`` per element, shape (n_frames, *shape),
+    with peak amplitude at most ``amplitude``."""
+    t = np.arange(n_frames)[:, None] / fps
+    out = np.zeros((n_frames, int(np.prod(shape))))
+    for _ in range(n_waves):
+        freq = rng.uniform(0.1, max_hz, size=out.shape[1])
+        phase = rng.uniform(0, 2 * np.pi, size=out.shape[1])
+        out += np.sin(2 * np.pi * freq * t + phase) / n_waves
+    return (amplitude * out).reshape((n_frames, *shape))
+
+
+@dataclass(frozen=True)
+class WristMotion:
+    """Global hand motion in camera space.
+
+    Attributes:
+        rotations: (T, 3, 3) camera-from-hand rotations.
+        positions: (T, 3) wrist joint positions in camera space (OpenCV axes, metres).
+    """
+
+    rotations: np.ndarray
+    positions: np.ndarray
+
+
+def wrist_track(
+    rng: np.random.Generator,
+    n_frames: int,
+    fps: float,
+    base_rotation: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    rotation_amplitude_deg: float = 30.0,
+    translation_amplitude_m: float = 0.03,
+) -> WristMotion:
+    """Wrist moving from ``start`` to ``end`` (3,) with smooth wobble in rotation and position.
+
+    The rotation is ``R_wobble(t) @ base_rotation``; the wobble is an axis-angle vector in
+    camera axes whose components stay within ``rotation_amplitude_deg``.
+    """
+    wobble = smooth_noise(rng, n_frames, (3,), fps, np.radians(rotation_amplitude_deg), 0.5)
+    rotations = axis_angle_to_matrix(wobble) @ base_rotation
+    s = _min_jerk(np.linspace(0.0, 1.0, n_frames))[:, None]
+    positions = start + s * (end - start)
+    positions = positions + smooth_noise(rng, n_frames, (3,), fps, translation_amplitude_m, 0.6)
+    return WristMotion(rotations=rotations, positions=positions)
