@@ -289,7 +289,7 @@ def cmd_demo(extra: Sequence[str] = ()) -> int:
     """Setup + models, then render the demo clip into out/demo."""
     cmd_models()
     say("demo: rendering the demo clip into out/demo")
-    run("demo", [VENV_PY, "-m", "bench.synth.render_clip", "--preset", "demo", "--out", "out/demo"])
+    run("demo", [VENV_PY, "-m", "bench.demo", "--out", "out/demo"])
     say(f"demo: done; outputs are under {OUT / 'demo'}")
     return 0
 

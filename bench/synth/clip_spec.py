@@ -98,7 +98,8 @@ class HandPlan:
 def plan_hands(
     spec: ClipSpec, hands: dict[str, WebXRHand], rng: np.random.Generator
 ) -> list[HandPlan]:
-    """Placement per layout. Depths give a hand 150-260 px tall at the preset resolutions.
+    """Placement per layout. Depths of 0.35-0.75 m give hands 130-260 px tall at the presets'
+    resolutions.
 
     A person facing the camera shows the right hand on the image's left; the wrist is
     placed below the image centre so the ~18 cm hand is centred.
@@ -110,7 +111,7 @@ def plan_hands(
         yaw = mirror * rng.uniform(-35.0, 35.0)
         roll = mirror * rng.uniform(-25.0, 25.0)
         rot = facing_rotation(hands[side], palm, yaw, roll)
-        depth = rng.uniform(0.42, 0.55)
+        depth = rng.uniform(0.35, 0.65)
         if spec.layout in ("right", "left"):
             start = np.array([rng.uniform(-0.03, 0.03), 0.08, depth])
             end = start + np.array([rng.uniform(-0.04, 0.04), rng.uniform(-0.02, 0.02), 0.05])

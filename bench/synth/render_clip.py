@@ -11,6 +11,7 @@ seed: the same spec renders the same clip.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -257,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout")
     ap.add_argument("--png", action="store_true", help="keep the PNG frames")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--spec-json", help="a whole ClipSpec as JSON (overrides the preset)")
     args = ap.parse_args(argv)
     try:
-        spec = PRESETS[args.preset].with_overrides(
+        base = ClipSpec(**json.loads(args.spec_json)) if args.spec_json else PRESETS[args.preset]
+        spec = base.with_overrides(
             name=args.name, num_frames=args.frames, seed=args.seed, samples=args.samples,
             fov_deg=args.fov, layout=args.layout, keep_png=args.png or None,
             width=args.size[0] if args.size else None, height=args.size[1] if args.size else None,
@@ -271,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except HandmocapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (json.JSONDecodeError, TypeError) as err:
+        print(f"error: --spec-json is not a valid clip spec: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"error: cannot write the clip to {args.out}: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,32 @@
+"""Shared fixtures. The WebXR hand comes from the cache that ``build.py models`` fills
+(``ensure_webxr_hand`` downloads it with npm if it is missing)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from handmocap.models.webxr_asset import WebXRHandFiles, ensure_webxr_hand
+from handmocap.models.webxr_hand import WebXRHand, load_webxr_hand
+
+HAS_BPY = importlib.util.find_spec("bpy") is not None
+
+
+@pytest.fixture(scope="session")
+def webxr_files() -> WebXRHandFiles:
+    return ensure_webxr_hand()
+
+
+@pytest.fixture(scope="session")
+def hands(webxr_files: WebXRHandFiles) -> dict[str, WebXRHand]:
+    return {side: load_webxr_hand(webxr_files.glb(side), side) for side in ("left", "right")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_BPY:
+        return
+    skip = pytest.mark.skip(reason="bpy (Blender as a Python module) is not installed")
+    for item in items:
+        if "blender" in item.keywords:
+            item.add_marker(skip)
