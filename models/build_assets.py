@@ -1,7 +1,7 @@
 """``build.py models``: obtain and build every asset the project needs, into the cache.
 
-At this stage that is the open WebXR hand (mesh + skeleton). Later stages add the
-MediaPipe networks and the open hand model in MANO's layout.
+The open WebXR hand (mesh + skeleton) and MediaPipe's palm detector and hand landmark
+networks ported to ONNX. Later stages add the open hand model in MANO's layout.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 import sys
 
 from handmocap.errors import HandmocapError
+from handmocap.models.mediapipe_port import ensure_mediapipe_models
 from handmocap.models.webxr_asset import ensure_webxr_hand
 
 
 def main() -> int:
     try:
         files = ensure_webxr_hand()
+        print(f"[handmocap] models: WebXR hand ok ({files.right.parent})")
+        nets = ensure_mediapipe_models()
+        print(f"[handmocap] models: hand detection networks ok ({nets.folder})")
     except HandmocapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"[handmocap] models: WebXR hand ok ({files.right.parent})")
     return 0
 
 

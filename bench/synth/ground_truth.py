@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from handmocap.errors import HandmocapError
+from handmocap.retarget.camera import intrinsics_from_fov, project
+
+__all__ = ["ClipGroundTruth", "Visibility", "intrinsics_from_fov", "load_ground_truth", "project"]
 
 FORMAT = "handmocap-synthetic-clip"
 VERSION = 1
@@ -135,15 +138,3 @@ def load_ground_truth(path: Path) -> ClipGroundTruth:
         handedness=tuple(str(h) for h in content["handedness"]),
         **{k: content[k] for k in _SHAPES},
     )
-
-
-def project(points_cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """(..., 3) camera-space points -> (..., 2) pixel coordinates through K."""
-    uvw = points_cam @ intrinsics.T
-    return uvw[..., :2] / uvw[..., 2:3]
-
-
-def intrinsics_from_fov(width: int, height: int, fov_x_deg: float) -> np.ndarray:
-    """(3, 3) K of a centred pinhole with square pixels and horizontal field of view."""
-    f = 0.5 * width / np.tan(np.radians(fov_x_deg) / 2.0)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,145 @@
+"""The one place that turns ``device="auto"|"cuda"|"cpu"`` into ONNX Runtime providers.
+
+onnxruntime-gpu lists the CUDA provider even on machines without a GPU and only fails
+(noisily) when a session is created, so "available providers" proves nothing. We decide
+from a real probe: a one-node model run on CUDA, checking which provider actually ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from handmocap.errors import HandmocapError
+
+Device = Literal["auto", "cuda", "cpu"]
+DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The decision: ``device`` that runs, the providers to pass, and why."""
+
+    device: str
+    providers: tuple[str, ...]
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.providers[0]}): {self.reason}"
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence C-level stdout/stderr: ORT's library loader prints straight to them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def _probe_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@functools.cache
+def probe_cuda() -> tuple[bool, str]:
+    """(works, reason): whether an ONNX Runtime session really runs on CUDA here."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, "this onnxruntime build has no CUDA provider"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False, "no NVIDIA driver (libcuda.so.1 not found)"
+    with _quiet_ort(), _quiet_fds():
+        if hasattr(ort, "preload_dlls"):  # loads CUDA/cuDNN libraries shipped by pip wheels
+            with contextlib.suppress(Exception):
+                ort.preload_dlls()
+        try:
+            sess = ort.InferenceSession(
+                _probe_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+            out = sess.run(None, {"x": np.array([-1, 0, 1, 2], np.float32)})[0]
+        except Exception as err:  # ORT raises plain RuntimeError/Fail subclasses
+            return False, f"CUDA session failed: {str(err).splitlines()[0][:200]}"
+    if sess.get_providers()[0] != "CUDAExecutionProvider":
+        return False, "no usable GPU (the CUDA provider fell back to CPU)"
+    if not np.array_equal(out, [0, 0, 1, 2]):
+        return False, "the CUDA provider ran but returned wrong numbers"
+    return True, "probe ran on CUDA"
+
+
+def choose_backend(device: str = "auto") -> Backend:
+    """Decide the providers. ``cuda`` that does not work is an error; ``auto`` falls back."""
+    if device not in DEVICES:
+        raise HandmocapError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    cpu = ("CPUExecutionProvider",)
+    if device == "cpu":
+        return Backend("cpu", cpu, "CPU asked for")
+    works, reason = probe_cuda()
+    if works:
+        return Backend("cuda", ("CUDAExecutionProvider", *cpu), reason)
+    if device == "cuda":
+        raise HandmocapError(
+            f"--device cuda was asked for but CUDA does not work here ({reason}); "
+            "use --device auto or --device cpu"
+        )
+    return Backend("cpu", cpu, f"no GPU: {reason}")
+
+
+def create_session(model: Path, backend: Backend, threads: int = 0):
+    """An ONNX Runtime session for ``model`` on ``backend``; ``threads`` 0 = ORT's default."""
+    import onnxruntime as ort
+
+    if not Path(model).is_file():
+        raise HandmocapError(f"model file {model} is missing: run 'python3 build.py models'")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        with _quiet_ort():
+            sess = ort.InferenceSession(str(model), opts, providers=list(backend.providers))
+    except Exception as err:
+        raise HandmocapError(f"cannot load the model {model}: {err}; rebuild it with "
+                             "'python3 build.py models'") from err  # fmt: skip
+    if sess.get_providers()[0] != backend.providers[0]:
+        raise HandmocapError(f"{model.name} did not start on {backend.providers[0]}")
+    return sess

@@ -1,0 +1,155 @@
+"""Capture: a video in, a Take out. Streams frames, tracks hands, accumulates tracks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from handmocap import __version__
+from handmocap.errors import HandmocapError
+from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+
+from .overlay import OverlayWriter
+from .progress import NoProgress, Progress
+from .take import FrameFlag, Take, Track, make_header
+from .tracker import HandTracker, Observation, TrackerConfig
+from .video import FrameRange, VideoSource
+
+# Keypoints the network places outside the image are guesses: halve their confidence.
+OUTSIDE_IMAGE_CONFIDENCE = 0.5
+# A track shorter than this many frames is a false detection, not a hand.
+MIN_TRACK_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Everything that decides a capture, built once from CLI flags or Blender properties."""
+
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    frames: FrameRange = field(default_factory=FrameRange)
+    fov_deg: float | None = None  # horizontal; None = DEFAULT_FOV_DEG, recorded as a guess
+    fps: float | None = None  # for image folders, or to override a file's rate
+
+    def validated(self) -> CaptureConfig:
+        if self.fov_deg is not None and not 10.0 <= self.fov_deg <= 170.0:
+            raise HandmocapError(f"--fov must be 10..170 degrees, got {self.fov_deg}")
+        if self.fps is not None and self.fps <= 0:
+            raise HandmocapError(f"--fps must be positive, got {self.fps}")
+        self.tracker.validated()
+        self.frames.validated()
+        return self
+
+
+class _TrackBuilder:
+    """Accumulates one track as compact float32 rows (the take's own data, ~0.5 KB a frame);
+    no frames and no per-frame objects are kept, so memory stays flat on long videos."""
+
+    def __init__(self, track_id: int):
+        self.track_id = track_id
+        self.frames: list[int] = []
+        self.xyz: list[np.ndarray] = []
+        self.world: list[np.ndarray] = []
+        self.scalars: list[tuple[float, float, int]] = []  # presence, right_prob, flag
+
+    def add(self, frame: int, obs: Observation) -> None:
+        self.frames.append(frame)
+        self.xyz.append(obs.hand.image_xyz.astype(np.float32))
+        self.world.append(obs.hand.world_xyz.astype(np.float32))
+        self.scalars.append((obs.hand.presence, obs.hand.right_prob, int(obs.flag)))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def build(self, width: int, height: int) -> Track:
+        xyz = np.stack(self.xyz)
+        presence, right, flags = (np.array(c) for c in zip(*self.scalars, strict=True))
+        inside = (
+            (xyz[..., 0] >= 0) & (xyz[..., 0] < width) & (xyz[..., 1] >= 0) & (xyz[..., 1] < height)
+        )
+        return Track(
+            track_id=self.track_id,
+            # Decided over the whole track: one odd frame never flips a hand.
+            handedness="right" if float(np.mean(right)) > 0.5 else "left",
+            frames=np.array(self.frames, np.int64),
+            keypoints_2d=xyz[..., :2],
+            keypoints_rel_depth=xyz[..., 2],
+            world_landmarks=np.stack(self.world),
+            confidence=presence[:, None] * np.where(inside, 1.0, OUTSIDE_IMAGE_CONFIDENCE),
+            right_prob=right.astype(np.float32),
+            flags=flags.astype(np.uint8),
+        )
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    take: Take
+    frames: int
+    seconds: float
+    detector_runs: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def capture(
+    video: Path,
+    config: CaptureConfig | None = None,
+    progress: Progress | None = None,
+    overlay: Path | None = None,
+    tracker: HandTracker | None = None,
+) -> CaptureResult:
+    """Run detection and landmark tracking over ``video`` (file or image folder)."""
+    config = (config or CaptureConfig()).validated()
+    progress = progress or NoProgress()
+    source = VideoSource(video, config.frames, fps=config.fps)
+    info = source.info
+    tracker = tracker or HandTracker(config.tracker)
+    fov = config.fov_deg or DEFAULT_FOV_DEG
+    writer = (
+        OverlayWriter(overlay, info.fps / config.frames.stride, info.width, info.height)
+        if overlay
+        else None
+    )
+    builders: dict[int, _TrackBuilder] = {}
+    total = source.expected_frames()
+    progress.start(total, device=tracker.models.backend.device,
+                   provider=tracker.models.backend.providers[0], width=info.width,
+                   height=info.height, fps=info.fps)  # fmt: skip
+    started = time.perf_counter()
+    done = 0
+    ok = False
+    try:
+        for frame, rgb in source:
+            observations = tracker.step(rgb)
+            for obs in observations:
+                builders.setdefault(obs.track_id, _TrackBuilder(obs.track_id)).add(frame, obs)
+            if writer:
+                writer.write(rgb, frame, observations)
+            done += 1
+            progress.update(done, frame)
+        ok = True
+    finally:
+        if writer:
+            writer.close(keep=ok)
+    seconds = time.perf_counter() - started
+    if done == 0:
+        raise HandmocapError(f"{video} yielded no frames in the range {config.frames}")
+    tracks = tuple(
+        b.build(info.width, info.height) for b in builders.values() if len(b) >= MIN_TRACK_FRAMES
+    )
+    header = make_header(
+        info.path, info.fps / config.frames.stride, info.width, info.height,
+        intrinsics_from_fov(info.width, info.height, fov),
+        "user" if config.fov_deg else f"guess ({DEFAULT_FOV_DEG:g} deg horizontal)",
+        engine_version=__version__, device=tracker.models.backend.device,
+        provider=tracker.models.backend.providers[0],
+        frame_range={"start": config.frames.start, "end": config.frames.end,
+                     "stride": config.frames.stride},
+        frames_read=done, detector_runs=tracker.detector_runs,
+        detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
+    )  # fmt: skip
+    return CaptureResult(Take(header, tracks), done, seconds, tracker.detector_runs)

@@ -1,0 +1,101 @@
+"""Hand landmarks: preprocess (rotated crops) -> run -> postprocess, pre/post pure numpy.
+
+The facts (ARCHITECTURE section 3): input 224x224 RGB in [0, 1]; outputs 21x3 landmarks in
+crop pixels (z scaled like x), hand presence (already a probability), handedness (a
+probability, > 0.5 = a physical RIGHT hand in an unmirrored image) and 21x3 world
+landmarks in metres. Tracking takes the next crop from landmarks
+{0,1,2,3,5,6,9,10,13,14,17,18}, scale 2.0, shift -0.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import Roi, apply_affine, hand_rotation, rotation_matrix_2d, transform_rect
+
+INPUT_SIZE = 224
+TRACKING_SUBSET = np.array([0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18])
+
+
+@dataclass(frozen=True)
+class HandLandmarks:
+    """One hand's landmarks in one frame.
+
+    Attributes:
+        image_xyz: (21, 3) x, y in image pixels; z relative depth in the same pixel scale
+            (smaller = nearer the camera, wrist-relative as the network predicts it).
+        world_xyz: (21, 3) metres, hand-centred, axes aligned with the image (x right,
+            y down) after undoing the crop's rotation.
+        presence: probability that a hand is in the crop.
+        right_prob: probability that it is a physical right hand.
+        roi: the crop it came from.
+    """
+
+    image_xyz: np.ndarray
+    world_xyz: np.ndarray
+    presence: float
+    right_prob: float
+    roi: Roi
+
+
+def crop_affine_cv(roi: Roi, size: int = INPUT_SIZE) -> np.ndarray:
+    """(2, 3) matrix for cv2.warpAffine (pixel-centre convention) from image to crop."""
+    a = roi.crop_from_image(size)
+    # dst_centre = A(src_centre + 0.5) - 0.5  in corner coordinates
+    out = a.copy()
+    out[:, 2] = a[:, 2] + a[:, :2].sum(axis=1) * 0.5 - 0.5
+    return out
+
+
+def preprocess(image_rgb: np.ndarray, rois: list[Roi]) -> np.ndarray:
+    """(N, 224, 224, 3) float32 crops in [0, 1]; outside the image is black."""
+    out = np.empty((len(rois), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    for i, roi in enumerate(rois):
+        crop = cv2.warpAffine(image_rgb, crop_affine_cv(roi), (INPUT_SIZE, INPUT_SIZE),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+        out[i] = crop.astype(np.float32) * (1.0 / 255.0)
+    return out
+
+
+def postprocess(
+    landmarks: np.ndarray,
+    presence: np.ndarray,
+    handedness: np.ndarray,
+    world: np.ndarray,
+    rois: list[Roi],
+) -> list[HandLandmarks]:
+    """Network outputs for N crops ((N, 63), (N, 1), (N, 1), (N, 63)) -> image-space hands."""
+    hands = []
+    for i, roi in enumerate(rois):
+        lm = landmarks[i].reshape(21, 3).astype(np.float64)
+        xy = apply_affine(roi.image_from_crop(INPUT_SIZE), lm[:, :2])
+        z = lm[:, 2] * roi.size / INPUT_SIZE
+        w = world[i].reshape(21, 3).astype(np.float64)
+        w_xy = w[:, :2] @ rotation_matrix_2d(roi.rotation).T
+        hands.append(
+            HandLandmarks(
+                image_xyz=np.column_stack([xy, z]),
+                world_xyz=np.column_stack([w_xy, w[:, 2]]),
+                presence=float(presence[i].reshape(-1)[0]),
+                right_prob=float(handedness[i].reshape(-1)[0]),
+                roi=roi,
+            )
+        )
+    return hands
+
+
+def roi_from_landmarks(image_xy: np.ndarray) -> Roi:
+    """MediaPipe's tracking rule: the next crop from this frame's (21, 2) landmarks."""
+    rotation = hand_rotation(image_xy[0], image_xy[9])
+    pts = image_xy[TRACKING_SUBSET]
+    centre = (pts.min(axis=0) + pts.max(axis=0)) / 2.0
+    back = rotation_matrix_2d(-rotation)
+    projected = (pts - centre) @ back.T
+    lo, hi = projected.min(axis=0), projected.max(axis=0)
+    mid = (lo + hi) / 2.0
+    cx, cy = rotation_matrix_2d(rotation) @ mid + centre
+    width, height = hi - lo
+    return transform_rect(cx, cy, width, height, rotation, scale=2.0, shift_y=-0.1)

@@ -1,0 +1,168 @@
+"""BlazePalm detection: preprocess -> run -> postprocess, pre/post in pure numpy.
+
+The facts (ARCHITECTURE section 3): input 192x192 RGB in [0, 1], letterboxed; 2016 SSD
+anchors (strides 8, 16, 16, 16; two anchors per cell and layer, fixed size 1); 18 values
+per anchor (box + 7 keypoints) decoded linearly ``raw / 192 * anchor_size + anchor_centre``;
+score = sigmoid(clip(raw, -100, 100)); weighted NMS at IoU 0.3. The hand region comes from
+palm keypoint 0 (wrist) -> 2 (middle finger knuckle) at 90 degrees, the box scaled 2.6,
+shifted -0.5 along the hand axis, squared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import Roi, hand_rotation, transform_rect
+
+INPUT_SIZE = 192
+STRIDES = (8, 16, 16, 16)
+ANCHORS_PER_CELL_PER_LAYER = 2
+SCORE_CLIP = 100.0
+
+
+@dataclass(frozen=True)
+class PalmConfig:
+    """Detector settings. Thresholds are probabilities; IoU is intersection over union."""
+
+    min_score: float = 0.5
+    nms_iou: float = 0.3
+    max_palms: int = 4
+
+
+@dataclass(frozen=True)
+class Palm:
+    """One palm in image pixels.
+
+    Attributes:
+        box: (4,) x_min, y_min, x_max, y_max.
+        keypoints: (7, 2) palm keypoints (0 wrist centre, 2 middle finger knuckle, ...).
+        score: detection probability.
+    """
+
+    box: np.ndarray
+    keypoints: np.ndarray
+    score: float
+
+    def roi(self) -> Roi:
+        """The hand region the landmark model should look at."""
+        rotation = hand_rotation(self.keypoints[0], self.keypoints[2])
+        w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        cx, cy = (self.box[0] + self.box[2]) / 2.0, (self.box[1] + self.box[3]) / 2.0
+        return transform_rect(cx, cy, w, h, rotation, scale=2.6, shift_y=-0.5)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the square model input: model px = image px * scale + pad."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_image(self, points_model_px: np.ndarray) -> np.ndarray:
+        return (points_model_px - [self.pad_x, self.pad_y]) / self.scale
+
+
+def make_anchors() -> np.ndarray:
+    """(2016, 2) anchor centres in [0, 1] model-input units, in the network's output order."""
+    centres = []
+    i = 0
+    while i < len(STRIDES):
+        stride = STRIDES[i]
+        repeats = 0
+        while i < len(STRIDES) and STRIDES[i] == stride:  # layers sharing a stride share cells
+            repeats += ANCHORS_PER_CELL_PER_LAYER
+            i += 1
+        cells = int(np.ceil(INPUT_SIZE / stride))
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
+        centres.append(np.repeat(grid, repeats, axis=0))
+    return np.concatenate(centres)
+
+
+ANCHORS = make_anchors()
+
+
+def letterbox(image_rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
+    """Fit an (H, W, 3) uint8 RGB image into (size, size, 3) float32 in [0, 1], centred,
+    black borders. Returns the tensor and the transform back to image pixels."""
+    h, w = image_rgb.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = round(w * scale), round(h * scale)
+    resized = cv2.resize(
+        image_rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
+    out = np.zeros((size, size, 3), np.float32)
+    px, py = (size - nw) // 2, (size - nh) // 2
+    out[py : py + nh, px : px + nw] = resized.astype(np.float32) / 255.0
+    # Use the exact ratios of the rounded size so that corners map back exactly.
+    return out, Letterbox(scale=nw / w, pad_x=float(px), pad_y=float(py))
+
+
+def decode(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one image's network outputs.
+
+    Args:
+        raw_boxes: (2016, 18) regressors; raw_scores: (2016,) or (2016, 1) logits.
+    Returns:
+        boxes (K, 4) x_min, y_min, x_max, y_max and keypoints (K, 7, 2), both in model-input
+        pixels, and scores (K,), for the K anchors scoring at least ``min_score``.
+    """
+    logits = np.clip(raw_scores.reshape(-1), -SCORE_CLIP, SCORE_CLIP)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    keep = scores >= min_score
+    raw, anchors = raw_boxes[keep].astype(np.float64), ANCHORS[keep]
+    centre = raw[:, 0:2] / INPUT_SIZE + anchors
+    half = raw[:, 2:4] / INPUT_SIZE / 2.0
+    boxes = np.concatenate([centre - half, centre + half], axis=1) * INPUT_SIZE
+    kps = (raw[:, 4:18].reshape(-1, 7, 2) / INPUT_SIZE + anchors[:, None, :]) * INPUT_SIZE
+    return boxes, kps, scores[keep]
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box with (K, 4) boxes."""
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_threshold: float,
+                 max_out: int) -> list[tuple[np.ndarray, np.ndarray, float]]:  # fmt: skip
+    """MediaPipe's weighted NMS: each cluster (IoU > threshold with its best member) becomes
+    the score-weighted mean of its boxes and keypoints, with the best member's score."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    remaining = np.ones(len(scores), bool)
+    out = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        cluster = remaining & (iou(boxes[i], boxes) > iou_threshold)
+        cluster[i] = True
+        w = scores[cluster][:, None]
+        box = (boxes[cluster] * w).sum(0) / w.sum()
+        kp = (kps[cluster] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, kp, float(scores[i])))
+        remaining &= ~cluster
+        if len(out) == max_out:
+            break
+    return out
+
+
+def postprocess(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, lb: Letterbox, config: PalmConfig
+) -> list[Palm]:
+    """One image's outputs -> palms in image pixels, best first."""
+    boxes, kps, scores = decode(raw_boxes, raw_scores, config.min_score)
+    palms = []
+    for box, kp, score in weighted_nms(boxes, kps, scores, config.nms_iou, config.max_palms):
+        palms.append(Palm(lb.to_image(box.reshape(2, 2)).reshape(4), lb.to_image(kp), score))
+    return palms

@@ -1,0 +1,141 @@
+"""Hand detection + landmark tracking over a video, with stable track ids.
+
+The "solution" that composes the two models, as MediaPipe's hand tracking does it: the
+palm detector runs only when no hand is tracked, when a track was lost, or every
+``redetect_every`` frames while fewer than ``max_hands`` hands are tracked (a new hand may
+have entered); otherwise each hand's next crop comes from its landmarks. All crops of a
+frame go to the landmark network in one batched call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handmocap.errors import HandmocapError
+from handmocap.models.mediapipe_port import MediapipeModels, built_mediapipe_models
+
+from . import hand_landmarks as lm
+from . import palm_detection as pd
+from .backend import Backend, choose_backend, create_session
+from .geometry import Roi
+from .take import FrameFlag
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Engine settings for detection and tracking (probabilities in [0, 1])."""
+
+    device: str = "auto"
+    max_hands: int = 2
+    min_detection: float = 0.5
+    min_presence: float = 0.5
+    redetect_every: int = 10
+    threads: int = 0
+
+    def validated(self) -> TrackerConfig:
+        if not 1 <= self.max_hands <= 4:
+            raise HandmocapError(f"--max-hands must be 1..4, got {self.max_hands}")
+        if self.redetect_every < 1:
+            raise HandmocapError("redetect_every must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One tracked hand in one frame: its id, landmarks and how its crop was found."""
+
+    track_id: int
+    hand: lm.HandLandmarks
+    flag: FrameFlag
+
+
+class HandModels:
+    """The two ONNX sessions on the chosen backend, with batched run methods."""
+
+    def __init__(self, config: TrackerConfig, models: MediapipeModels | None = None):
+        self.backend: Backend = choose_backend(config.device)
+        models = models or built_mediapipe_models()
+        self.palm = create_session(models.palm_detection, self.backend, config.threads)
+        self.landmark = create_session(models.hand_landmark, self.backend, config.threads)
+        self.palm_config = pd.PalmConfig(
+            min_score=config.min_detection, max_palms=config.max_hands * 2
+        )
+
+    def detect(self, image_rgb: np.ndarray) -> list[pd.Palm]:
+        x, box = pd.letterbox(image_rgb)
+        boxes, scores = self.palm.run(None, {"image": x[None]})
+        return pd.postprocess(boxes[0], scores[0], box, self.palm_config)
+
+    def landmarks(self, image_rgb: np.ndarray, rois: list[Roi]) -> list[lm.HandLandmarks]:
+        if not rois:
+            return []
+        out = self.landmark.run(None, {"image": lm.preprocess(image_rgb, rois)})
+        return lm.postprocess(*out, rois)
+
+
+def _overlaps(a: Roi, b: Roi, fraction: float = 0.5) -> bool:
+    """Two crops look at the same hand when their centres are closer than ``fraction`` of
+    the smaller crop's side."""
+    return float(np.hypot(a.cx - b.cx, a.cy - b.cy)) < fraction * min(a.size, b.size)
+
+
+def _landmark_iou(a: np.ndarray, b: np.ndarray) -> float:
+    lo_a, hi_a, lo_b, hi_b = a.min(0), a.max(0), b.min(0), b.max(0)
+    inter = np.prod(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None))
+    union = np.prod(hi_a - lo_a) + np.prod(hi_b - lo_b) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class HandTracker:
+    """Feed frames in order with :meth:`step`; it returns the hands seen in each."""
+
+    def __init__(self, config: TrackerConfig, models: HandModels | None = None):
+        self.config = config.validated()
+        self.models = models or HandModels(self.config)
+        self._tracks: dict[int, Roi] = {}
+        self._next_id = 0
+        self._since_detect = 0
+        self._lost = False
+        self.detector_runs = 0
+
+    def step(self, image_rgb: np.ndarray) -> list[Observation]:
+        cfg = self.config
+        rois = dict(self._tracks)
+        flags = dict.fromkeys(rois, FrameFlag.TRACKED)
+        self._since_detect += 1
+        if (
+            not rois
+            or self._lost
+            or (len(rois) < cfg.max_hands and self._since_detect >= cfg.redetect_every)
+        ):
+            self._since_detect = 0
+            self.detector_runs += 1
+            for palm in self.models.detect(image_rgb):
+                if len(rois) >= cfg.max_hands:
+                    break
+                roi = palm.roi()
+                if any(_overlaps(roi, other) for other in rois.values()):
+                    continue
+                rois[self._next_id] = roi
+                flags[self._next_id] = FrameFlag.DETECTED
+                self._next_id += 1
+        ids = list(rois)
+        hands = self.models.landmarks(image_rgb, [rois[i] for i in ids])
+        kept = [(i, h) for i, h in zip(ids, hands, strict=True) if h.presence >= cfg.min_presence]
+        kept = self._drop_duplicates(kept)
+        self._lost = bool(set(self._tracks) - {i for i, _ in kept})
+        self._tracks = {i: lm.roi_from_landmarks(h.image_xyz[:, :2]) for i, h in kept}
+        return [Observation(i, h, flags[i]) for i, h in kept]
+
+    @staticmethod
+    def _drop_duplicates(
+        kept: list[tuple[int, lm.HandLandmarks]],
+    ) -> list[tuple[int, lm.HandLandmarks]]:
+        """Two crops that converged on one hand: keep the older track (lower id)."""
+        out: list[tuple[int, lm.HandLandmarks]] = []
+        for i, h in sorted(kept, key=lambda item: item[0]):
+            if all(_landmark_iou(h.image_xyz[:, :2], o.image_xyz[:, :2]) < 0.5 for _, o in out):
+                out.append((i, h))
+        return out

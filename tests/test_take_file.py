@@ -1,0 +1,75 @@
+"""The take file: round trip without pickle, optional MANO fields, validation messages."""
+
+import json
+
+import numpy as np
+import pytest
+
+from handmocap.errors import HandmocapError
+from handmocap.inference.take import FORMAT, FrameFlag, Take, Track, load_take, make_header
+
+
+def _track(t=5, track_id=0, handedness="right", **extra):
+    rng = np.random.default_rng(track_id)
+    return Track(
+        track_id=track_id, handedness=handedness, frames=np.arange(t) * 2,
+        keypoints_2d=rng.uniform(0, 640, (t, 21, 2)), keypoints_rel_depth=rng.normal(size=(t, 21)),
+        world_landmarks=rng.normal(scale=0.05, size=(t, 21, 3)), confidence=np.ones((t, 21)),
+        right_prob=np.full(t, 0.9), flags=np.full(t, FrameFlag.TRACKED, np.uint8), **extra,
+    )  # fmt: skip
+
+
+def _header():
+    return make_header("clip.mp4", 30.0, 640, 480, np.eye(3), "guess", device="cpu")
+
+
+def test_round_trip(tmp_path):
+    take = Take(_header(), (_track(), _track(3, 7, "left")))
+    path = take.save(tmp_path / "take.npz")
+    with np.load(path, allow_pickle=False) as raw:
+        assert json.loads(str(raw["header"]))["format"] == FORMAT
+    back = load_take(path)
+    assert [t.track_id for t in back.tracks] == [0, 7]
+    assert back.tracks[1].handedness == "left" and len(back.tracks[1]) == 3
+    np.testing.assert_allclose(back.tracks[0].keypoints_2d, take.tracks[0].keypoints_2d, rtol=1e-6)
+    assert back.tracks[0].mano_pose is None  # filled by the MANO stage later
+    assert back.header["intrinsics_source"] == "guess"
+
+
+def test_mano_fields_round_trip(tmp_path):
+    tr = _track(
+        4, mano_pose=np.zeros((4, 16, 3)), mano_betas=np.zeros(10), translation=np.ones((4, 3))
+    )
+    back = load_take(Take(_header(), (tr,)).save(tmp_path / "t.npz"))
+    assert back.tracks[0].mano_pose.shape == (4, 16, 3) and back.tracks[0].keypoints_3d is None
+
+
+def test_a_take_with_no_hands(tmp_path):
+    back = load_take(Take(_header(), ()).save(tmp_path / "empty.npz"))
+    assert back.tracks == ()
+
+
+def test_validation(tmp_path):
+    path = Take(_header(), (_track(),)).save(tmp_path / "take.npz")
+    content = dict(np.load(path))
+    content["track0.keypoints_2d"] = content["track0.keypoints_2d"][:, :20]
+    np.savez(tmp_path / "bad.npz", **content)
+    with pytest.raises(
+        HandmocapError, match=r"keypoints_2d has shape \(5, 20, 2\), expected \(5, 21, 2\)"
+    ):
+        load_take(tmp_path / "bad.npz")
+    content = dict(np.load(path))
+    content["header"] = np.array(json.dumps({**_header(), "version": 2}))
+    np.savez(tmp_path / "v2.npz", **content)
+    with pytest.raises(HandmocapError, match="v2; this handmocap reads v1"):
+        load_take(tmp_path / "v2.npz")
+    with pytest.raises(HandmocapError, match="not found"):
+        load_take(tmp_path / "nothing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(HandmocapError, match="not a readable take file"):
+        load_take(tmp_path / "junk.npz")
+
+
+def test_unwritable_path_is_a_clear_error(tmp_path):
+    with pytest.raises(HandmocapError, match="cannot write the take"):
+        Take(_header(), ()).save(tmp_path / "no" / "such" / "folder" / "take.npz")
