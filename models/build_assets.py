@@ -1,7 +1,7 @@
 """``build.py models``: obtain and build every asset the project needs, into the cache.
 
 The open WebXR hand (mesh + skeleton) and MediaPipe's palm detector and hand landmark
-networks ported to ONNX. Later stages add the open hand model in MANO's layout.
+networks ported to ONNX, and the open hand model in MANO's layout.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from handmocap.errors import HandmocapError
+from handmocap.models.hand_model import ensure_open_hand_model
 from handmocap.models.mediapipe_port import ensure_mediapipe_models
 from handmocap.models.webxr_asset import ensure_webxr_hand
 
@@ -19,6 +20,8 @@ def main() -> int:
         print(f"[handmocap] models: WebXR hand ok ({files.right.parent})")
         nets = ensure_mediapipe_models()
         print(f"[handmocap] models: hand detection networks ok ({nets.folder})")
+        hand = ensure_open_hand_model()
+        print(f"[handmocap] models: open hand model in MANO's layout ok ({hand.folder})")
     except HandmocapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
