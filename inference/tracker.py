@@ -1,10 +1,14 @@
 """Hand detection + landmark tracking over a video, with stable track ids.
 
 The "solution" that composes the two models, as MediaPipe's hand tracking does it: the
-palm detector runs only when no hand is tracked, when a track was lost, or every
-``redetect_every`` frames while fewer than ``max_hands`` hands are tracked (a new hand may
-have entered); otherwise each hand's next crop comes from its landmarks. All crops of a
-frame go to the landmark network in one batched call.
+palm detector runs only when no hand is tracked, on every frame for ``hunt_frames``
+frames after a track was lost (it is most likely still there, e.g. behind the other
+hand), or every ``redetect_every`` frames while fewer than ``max_hands`` hands are tracked
+(a new hand may have entered); otherwise each hand's next crop comes from its landmarks.
+All crops of a frame go to the landmark network in one batched call.
+
+Identity: a hand found again within ``hunt_frames`` of losing a track of the same side
+takes that track's id back, so occlusion does not split one physical hand into several.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class TrackerConfig:
     min_detection: float = 0.5
     min_presence: float = 0.5
     redetect_every: int = 10
+    hunt_frames: int = 30
     threads: int = 0
 
     def validated(self) -> TrackerConfig:
@@ -97,7 +102,9 @@ class HandTracker:
         self._tracks: dict[int, Roi] = {}
         self._next_id = 0
         self._since_detect = 0
-        self._lost = False
+        self._hunt = 0
+        self._right_prob: dict[int, float] = {}  # running handedness per live track
+        self._lost: dict[int, tuple[int, float]] = {}  # id -> (frames since lost, right prob)
         self.detector_runs = 0
 
     def step(self, image_rgb: np.ndarray) -> list[Observation]:
@@ -105,11 +112,8 @@ class HandTracker:
         rois = dict(self._tracks)
         flags = dict.fromkeys(rois, FrameFlag.TRACKED)
         self._since_detect += 1
-        if (
-            not rois
-            or self._lost
-            or (len(rois) < cfg.max_hands and self._since_detect >= cfg.redetect_every)
-        ):
+        missing = len(rois) < cfg.max_hands
+        if not rois or (missing and (self._hunt > 0 or self._since_detect >= cfg.redetect_every)):
             self._since_detect = 0
             self.detector_runs += 1
             for palm in self.models.detect(image_rgb):
@@ -125,9 +129,42 @@ class HandTracker:
         hands = self.models.landmarks(image_rgb, [rois[i] for i in ids])
         kept = [(i, h) for i, h in zip(ids, hands, strict=True) if h.presence >= cfg.min_presence]
         kept = self._drop_duplicates(kept)
-        self._lost = bool(set(self._tracks) - {i for i, _ in kept})
+        kept = self._reidentify(kept, set(self._tracks), flags)
+        alive = {i for i, _ in kept}
+        for i in set(self._tracks) - alive:
+            self._lost[i] = (0, self._right_prob.pop(i, 0.5))
+        self._lost = {i: (age + 1, p) for i, (age, p) in self._lost.items()
+                      if i not in alive and age + 1 <= cfg.hunt_frames}  # fmt: skip
+        if set(self._tracks) - alive:
+            self._hunt = cfg.hunt_frames
+        elif self._hunt > 0:
+            self._hunt -= 1
+        for i, h in kept:  # handedness memory: a slow running mean, never one frame's word
+            self._right_prob[i] = 0.8 * self._right_prob.get(i, h.right_prob) + 0.2 * h.right_prob
         self._tracks = {i: lm.roi_from_landmarks(h.image_xyz[:, :2]) for i, h in kept}
         return [Observation(i, h, flags[i]) for i, h in kept]
+
+    def _reidentify(
+        self,
+        kept: list[tuple[int, lm.HandLandmarks]],
+        previous: set[int],
+        flags: dict[int, FrameFlag],
+    ) -> list[tuple[int, lm.HandLandmarks]]:
+        """A hand found again soon after a track of the same side was lost (occlusion,
+        motion blur) continues that track's id, unless a live track already has that side."""
+        out = []
+        for i, h in kept:
+            if i not in previous and self._lost:
+                side = h.right_prob > 0.5
+                live_sides = {self._right_prob[j] > 0.5 for j, _ in kept if j in previous}
+                same = [(age, j) for j, (age, p) in self._lost.items() if (p > 0.5) == side]
+                if same and side not in live_sides:
+                    _, old = min(same)
+                    del self._lost[old]
+                    flags[old] = flags[i]
+                    i = old
+            out.append((i, h))
+        return out
 
     @staticmethod
     def _drop_duplicates(
