@@ -230,6 +230,106 @@ def suite_engine(ref: float) -> Result:
     return Result("engine", suite_engine.__doc__.strip(), ref, tuple(metrics))
 
 
+def pa_mpjpe_mm(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(T, K) per-keypoint error in mm after the best similarity alignment per frame."""
+    a = pred - pred.mean(1, keepdims=True)
+    b = truth - truth.mean(1, keepdims=True)
+    u, s, vt = np.linalg.svd(np.einsum("tki,tkj->tij", a, b))
+    d = np.sign(np.linalg.det(u @ vt))
+    s[:, 2] *= d
+    u[:, :, 2] *= d[:, None]
+    r = u @ vt
+    scale = s.sum(1) / (a**2).sum((1, 2))
+    return 1000 * np.linalg.norm(scale[:, None, None] * a @ r - b, axis=-1)
+
+
+def suite_mano(ref: float) -> Result:
+    """MANO regression on rendered clips with ground truth (true field of view given):
+    PA-MPJPE of MediaPipe's world landmarks, of the IK network alone and after refinement;
+    per-joint rotation error against the rendered rotations; time per frame of each stage;
+    and what fitting adds to the engine's time on the real office video."""
+    import time
+
+    from handmocap.inference.backend import choose_backend
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.mano_fit import build_fitter, lift_keypoints
+    from handmocap.retarget.rotations import angle_between, axis_angle_to_matrix
+
+    fitter, _ = build_fitter(None, choose_backend("cpu"))
+    metrics = []
+    for preset in ("demo", "two_crossing"):
+        mp4, npz = cached_clip(preset)
+        gt = load_ground_truth(npz)
+        take = capture(
+            mp4, CaptureConfig(fit_mano=False, fov_deg=gt.header["spec"]["fov_deg"])
+        ).take
+        k = gt.intrinsics.astype(np.float64)
+        errs: dict[str, list[np.ndarray]] = {"mediapipe_world": [], "ik": [], "refined": []}
+        rot: dict[str, list[np.ndarray]] = {
+            "ik_fingers": [],
+            "refined_fingers": [],
+            "refined_global": [],
+        }
+        ik_s = fit_s = 0.0
+        frames = 0
+        for tr in take.tracks:
+            h = gt.handedness.index(tr.handedness)
+            truth = gt.keypoints_cam[tr.frames, h].astype(np.float64)
+            truth_rot = axis_angle_to_matrix(gt.mano_pose[tr.frames, h])
+            started = time.perf_counter()
+            ik_rot, _ = fitter.ik(
+                lift_keypoints(tr.keypoints_2d, tr.keypoints_rel_depth, k), tr.handedness
+            )
+            ik_s += time.perf_counter() - started
+            started = time.perf_counter()
+            fit = fitter.fit(
+                tr.handedness, tr.keypoints_2d, tr.keypoints_rel_depth, tr.confidence, k
+            )
+            fit_s += time.perf_counter() - started
+            frames += len(tr)
+            errs["mediapipe_world"].append(
+                pa_mpjpe_mm(tr.world_landmarks.astype(np.float64), truth)
+            )
+            errs["ik"].append(pa_mpjpe_mm(fit.ik_keypoints_3d, truth))
+            errs["refined"].append(pa_mpjpe_mm(fit.keypoints_3d, truth))
+            rot["ik_fingers"].append(np.degrees(angle_between(ik_rot[:, 1:], truth_rot[:, 1:])))
+            fitted = axis_angle_to_matrix(fit.pose)
+            rot["refined_fingers"].append(
+                np.degrees(angle_between(fitted[:, 1:], truth_rot[:, 1:]))
+            )
+            rot["refined_global"].append(np.degrees(angle_between(fitted[:, 0], truth_rot[:, 0])))
+        pa = {name: float(np.mean(np.concatenate(v))) for name, v in errs.items()}
+        for name in errs:
+            note = f"mean over {frames} hand-frames"
+            metrics.append(Metric(f"{preset}_pa_mpjpe_{name}", round(pa[name], 2), "mm", note))
+        lower = round(1 - pa["refined"] / pa["mediapipe_world"], 3)
+        metrics.append(
+            Metric(f"{preset}_refined_vs_mediapipe_world", lower, "share lower", "target >= 0.20")
+        )
+        for name, v in rot.items():
+            e = np.concatenate([x.ravel() for x in v])
+            prefix = f"{preset}_rotation_error_{name}"
+            metrics.append(Metric(f"{prefix}_median", round(float(np.median(e)), 2), "deg"))
+            metrics.append(Metric(f"{prefix}_p90", round(float(np.percentile(e, 90)), 2), "deg"))
+        metrics.append(Metric(f"{preset}_ik_ms_per_frame", round(1000 * ik_s / frames, 3), "ms"))
+        metrics.append(
+            Metric(f"{preset}_refinement_ms_per_frame", round(1000 * fit_s / frames, 3), "ms")
+        )
+    if OFFICE.is_file():
+        from handmocap.inference.tracker import HandTracker, TrackerConfig
+
+        header = capture(OFFICE, tracker=HandTracker(TrackerConfig())).take.header
+        share = header["mano_seconds"] / header["tracking_seconds"]
+        per_frame = {k: round(1000 * header[f"{k}_seconds"] / header["frames_read"], 2)
+                     for k in ("tracking", "mano")}  # fmt: skip
+        metrics += [
+            Metric("office_tracking_ms_per_frame", per_frame["tracking"], "ms"),
+            Metric("office_mano_ms_per_frame", per_frame["mano"], "ms", "IK + refinement + set-up"),
+            Metric("office_mano_share_of_engine_time", round(share, 3), "share", "target <= 0.30"),
+        ]  # fmt: skip
+    return Result("mano", suite_mano.__doc__.strip(), ref, tuple(metrics))
+
+
 @dataclass(frozen=True)
 class _Found:
     landmarks_px: np.ndarray
@@ -240,6 +340,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "render": suite_render,
     "realism": suite_realism,
     "engine": suite_engine,
+    "mano": suite_mano,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,8 @@ from handmocap import __version__
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 
-from .overlay import OverlayWriter
+from .mano_fit import FitConfig, build_fitter
+from .overlay import write_overlay
 from .progress import NoProgress, Progress
 from .take import FrameFlag, Take, Track, make_header
 from .tracker import HandTracker, Observation, TrackerConfig
@@ -32,6 +33,9 @@ class CaptureConfig:
     frames: FrameRange = field(default_factory=FrameRange)
     fov_deg: float | None = None  # horizontal; None = DEFAULT_FOV_DEG, recorded as a guess
     fps: float | None = None  # for image folders, or to override a file's rate
+    fit_mano: bool = True
+    mano_dir: Path | None = None  # the user's MANO_RIGHT/LEFT.pkl; None = the open model
+    fit: FitConfig = field(default_factory=FitConfig)
 
     def validated(self) -> CaptureConfig:
         if self.fov_deg is not None and not 10.0 <= self.fov_deg <= 170.0:
@@ -109,11 +113,6 @@ def capture(
     info = source.info
     tracker = tracker or HandTracker(config.tracker)
     fov = config.fov_deg or DEFAULT_FOV_DEG
-    writer = (
-        OverlayWriter(overlay, info.fps / config.frames.stride, info.width, info.height)
-        if overlay
-        else None
-    )
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
     progress.start(total, device=tracker.models.backend.device,
@@ -121,29 +120,27 @@ def capture(
                    height=info.height, fps=info.fps)  # fmt: skip
     started = time.perf_counter()
     done = 0
-    ok = False
-    try:
-        for frame, rgb in source:
-            observations = tracker.step(rgb)
-            for obs in observations:
-                builders.setdefault(obs.track_id, _TrackBuilder(obs.track_id)).add(frame, obs)
-            if writer:
-                writer.write(rgb, frame, observations)
-            done += 1
-            progress.update(done, frame)
-        ok = True
-    finally:
-        if writer:
-            writer.close(keep=ok)
-    seconds = time.perf_counter() - started
+    for frame, rgb in source:
+        for obs in tracker.step(rgb):
+            builders.setdefault(obs.track_id, _TrackBuilder(obs.track_id)).add(frame, obs)
+        done += 1
+        progress.update(done, frame)
+    tracking_seconds = time.perf_counter() - started
     if done == 0:
         raise HandmocapError(f"{video} yielded no frames in the range {config.frames}")
     tracks = tuple(
         b.build(info.width, info.height) for b in builders.values() if len(b) >= MIN_TRACK_FRAMES
     )
+    k = intrinsics_from_fov(info.width, info.height, fov)
+    hand_model = None
+    if config.fit_mano and tracks:
+        fitter, files = build_fitter(config.mano_dir, tracker.models.backend, config.fit)
+        hand_model = files.model_id
+        tracks = tuple(_with_mano(t, fitter.fit(t.handedness, t.keypoints_2d, t.keypoints_rel_depth,
+                                                   t.confidence, k)) for t in tracks)  # fmt: skip
+    seconds = time.perf_counter() - started
     header = make_header(
-        info.path, info.fps / config.frames.stride, info.width, info.height,
-        intrinsics_from_fov(info.width, info.height, fov),
+        info.path, info.fps / config.frames.stride, info.width, info.height, k,
         "user" if config.fov_deg else f"guess ({DEFAULT_FOV_DEG:g} deg horizontal)",
         engine_version=__version__, device=tracker.models.backend.device,
         provider=tracker.models.backend.providers[0],
@@ -151,5 +148,16 @@ def capture(
                      "stride": config.frames.stride},
         frames_read=done, detector_runs=tracker.detector_runs,
         detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
+        tracking_seconds=round(tracking_seconds, 3),
+        mano_seconds=round(seconds - tracking_seconds, 3),
     )  # fmt: skip
-    return CaptureResult(Take(header, tracks), done, seconds, tracker.detector_runs)
+    header["hand_model"] = hand_model
+    take = Take(header, tracks)
+    if overlay:
+        write_overlay(video, take, overlay, config.frames, fps=config.fps, mano_dir=config.mano_dir)
+    return CaptureResult(take, done, seconds, tracker.detector_runs)
+
+
+def _with_mano(track: Track, fit) -> Track:
+    return replace(track, mano_pose=fit.pose, mano_betas=fit.betas, translation=fit.translation,
+                   keypoints_3d=fit.keypoints_3d)  # fmt: skip

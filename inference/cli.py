@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--fps", type=float, help="frame rate of an image folder (default 30)")
     cap.add_argument(
+        "--mano-dir",
+        type=Path,
+        help="folder with your MANO_RIGHT.pkl and MANO_LEFT.pkl (default: the open hand model)",
+    )
+    cap.add_argument("--skip-mano", action="store_true", help="keypoints only, no MANO fit")
+    cap.add_argument(
         "--progress", choices=("bar", "jsonl", "none"),
         help="progress display (default: bar on a terminal, none otherwise)",
     )  # fmt: skip
@@ -74,10 +80,14 @@ def cmd_capture(args: argparse.Namespace) -> int:
         for path in (args.output, args.overlay):
             if path is not None:
                 _check_output(path)
+        if args.mano_dir and not args.skip_mano:
+            from handmocap.models.mano_files import convert_mano_folder
+
+            convert_mano_folder(args.mano_dir)  # fails now, before any work, if it is unusable
         config = CaptureConfig(
             tracker=TrackerConfig(device=args.device, max_hands=args.max_hands),
             frames=FrameRange(args.start, args.end, args.stride),
-            fov_deg=args.fov, fps=args.fps,
+            fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,
         )  # fmt: skip
         result = capture(args.video, config, progress, overlay=args.overlay)
         result.take.save(args.output)

@@ -10,6 +10,7 @@ import sys
 
 from handmocap.errors import HandmocapError
 from handmocap.models.hand_model import ensure_open_hand_model
+from handmocap.models.iknet_build import ensure_iknet
 from handmocap.models.mediapipe_port import ensure_mediapipe_models
 from handmocap.models.webxr_asset import ensure_webxr_hand
 
@@ -22,6 +23,9 @@ def main() -> int:
         print(f"[handmocap] models: hand detection networks ok ({nets.folder})")
         hand = ensure_open_hand_model()
         print(f"[handmocap] models: open hand model in MANO's layout ok ({hand.folder})")
+        ik = ensure_iknet()
+        took = ik.manifest["seconds"]
+        print(f"[handmocap] models: IK network ok ({ik.onnx.parent}, trained in {took} s)")
     except HandmocapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,7 +6,9 @@ Everything downstream goes through :class:`HandModel`, so the same code runs on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +69,17 @@ class HandModel:
         path = files.folder / f"MANO_{side.upper()}.npz"
         if not path.is_file():
             raise AssetError(f"{path} is missing: run 'python3 build.py models'")
-        self.mano = smplx.MANO(
+        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note about 10 betas
+            self.mano = self._load(smplx, files, side)
+        self.tips = torch.tensor(MANO_TIP_VERTEX_IDS, dtype=torch.long)
+        self.order = torch.tensor(MANO21_FOR_MEDIAPIPE, dtype=torch.long)
+
+    @staticmethod
+    def _load(smplx, files: HandModelFiles, side: str):
+        return smplx.MANO(
             str(files.folder), is_rhand=side == "right", ext="npz", use_pca=False,
             flat_hand_mean=True, num_betas=10,
         )  # fmt: skip
-        self.tips = torch.tensor(MANO_TIP_VERTEX_IDS, dtype=torch.long)
-        self.order = torch.tensor(MANO21_FOR_MEDIAPIPE, dtype=torch.long)
 
     def forward_all(self, global_orient, hand_pose, betas, transl):
         """(vertices (B, V, 3), keypoints (B, 21, 3)) in MediaPipe order."""
