@@ -192,7 +192,7 @@ class ManoFitter:
         world = lift_keypoints(uv, rel_depth, intrinsics)
         rots0, betas0 = self.ik(world, side)
         beta0 = betas0.mean(axis=0)
-        betas_init = torch.as_tensor(np.broadcast_to(beta0, (t, 10)), dtype=torch.float32)
+        betas_init = torch.as_tensor(np.tile(beta0, (t, 1)), dtype=torch.float32)
         with torch.no_grad():
             kp0 = fk(rig, torch.as_tensor(rots0, dtype=torch.float32), betas_init).numpy()
         rel0 = kp0 - kp0[:, :1]

@@ -35,9 +35,7 @@ def _mesh_vertices(track: Track, mano_dir: Path | None) -> tuple[np.ndarray, np.
     files = convert_mano_folder(mano_dir) if mano_dir else ensure_open_hand_model()
     model = HandModel(files, track.handedness)
     pose = torch.as_tensor(track.mano_pose, dtype=torch.float32)
-    betas = torch.as_tensor(
-        np.broadcast_to(track.mano_betas, (len(track), 10)), dtype=torch.float32
-    )
+    betas = torch.as_tensor(np.tile(track.mano_betas, (len(track), 1)), dtype=torch.float32)
     transl = torch.as_tensor(track.translation, dtype=torch.float32) - model.rest_wrist(betas)
     with torch.no_grad():
         verts, _ = model.forward_all(pose[:, 0], pose[:, 1:].reshape(-1, 45), betas, transl)

@@ -156,3 +156,19 @@ def test_a_bad_mano_folder_is_refused_before_any_work(tmp_path):
                "-o", str(tmp_path / "t.npz"), "--mano-dir", str(folder)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ik_training_is_deterministic(hands):
+    from handmocap.models.hand_model import ensure_open_hand_model
+    from handmocap.models.iknet import TrainingConfig, train
+    from handmocap.models.iknet_build import load_rig
+
+    rig = load_rig(ensure_open_hand_model().folder, "right")
+    cfg = TrainingConfig(steps=15, batch=64)
+    a, b = (train(rig, hands["right"], cfg, log=lambda *_: None) for _ in range(2))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    c = train(rig, hands["right"], TrainingConfig(steps=15, batch=64, seed=1), log=lambda *_: None)
+    assert any(
+        not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
+    )
