@@ -148,13 +148,9 @@ def read_tflite(source: Path | bytes) -> Graph:
 
 
 def _make_op(tflite, op, kind: str, ins: tuple[int, ...], outs: tuple[int, ...]) -> Op:
-    if kind == "CONV_2D":
-        o = _options(op, tflite.Conv2DOptions)
-        return Op(kind, ins, outs, _activation(o.FusedActivationFunction(), kind),
-                  "SAME" if o.Padding() == 0 else "VALID", (o.StrideH(), o.StrideW()),
-                  dilation=(o.DilationHFactor(), o.DilationWFactor()))  # fmt: skip
-    if kind == "DEPTHWISE_CONV_2D":
-        o = _options(op, tflite.DepthwiseConv2DOptions)
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        cls = tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions
+        o = _options(op, cls)
         return Op(kind, ins, outs, _activation(o.FusedActivationFunction(), kind),
                   "SAME" if o.Padding() == 0 else "VALID", (o.StrideH(), o.StrideW()),
                   dilation=(o.DilationHFactor(), o.DilationWFactor()))  # fmt: skip
