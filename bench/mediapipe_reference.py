@@ -79,6 +79,18 @@ def run_mediapipe_solution(video: Path, max_hands: int = 2, static: bool = False
     return ReferenceRun(tuple(frames), time.perf_counter() - started)
 
 
+def detections_from_take(take, num_frames: int) -> tuple[tuple[HandDetection, ...], ...]:
+    """Our take as per-frame detections (one per track present in the frame), so that
+    :func:`score_2d` scores it exactly like MediaPipe's output."""
+    frames: list[list[HandDetection]] = [[] for _ in range(num_frames)]
+    for tr in take.tracks:
+        for row, f in enumerate(tr.frames):
+            if 0 <= f < num_frames:
+                score = float(tr.confidence[row].mean())
+                frames[int(f)].append(HandDetection(tr.keypoints_2d[row], tr.handedness, score))
+    return tuple(tuple(f) for f in frames)
+
+
 @dataclass(frozen=True)
 class Landmark2DScore:
     """Agreement of detections with ground truth over a clip.

@@ -179,7 +179,7 @@ def suite_engine(ref: float) -> Result:
     memory on a 20,000-frame input."""
     from handmocap.inference.capture import CaptureConfig, capture
 
-    from .mediapipe_reference import run_mediapipe_solution, score_2d
+    from .mediapipe_reference import detections_from_take, run_mediapipe_solution, score_2d
 
     metrics = []
     videos = [("office_1280x720", OFFICE)] if OFFICE.is_file() else []
@@ -200,15 +200,8 @@ def suite_engine(ref: float) -> Result:
         mp4, npz = cached_clip(preset)
         gt = load_ground_truth(npz)
         take = capture(mp4, CaptureConfig(fit_mano=False)).take
-        frames = []
-        for t in range(gt.num_frames):
-            found = []
-            for tr in take.tracks:
-                hit = np.flatnonzero(tr.frames == t)
-                if hit.size:
-                    found.append(_Found(tr.keypoints_2d[hit[0]], tr.handedness))
-            frames.append(tuple(found))
-        ours = score_2d(tuple(frames), gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+        frames = detections_from_take(take, gt.num_frames)
+        ours = score_2d(frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
         theirs = score_2d(run_mediapipe_solution(mp4, 2).frames, gt.keypoints_px, gt.visibility,
                           gt.handedness, 60.0)  # fmt: skip
         for who, s in (("ours", ours), ("mediapipe", theirs)):
@@ -330,12 +323,6 @@ def suite_mano(ref: float) -> Result:
             Metric("office_mano_share_of_engine_time", round(share, 3), "share", "target <= 0.30"),
         ]  # fmt: skip
     return Result("mano", suite_mano.__doc__.strip(), ref, tuple(metrics))
-
-
-@dataclass(frozen=True)
-class _Found:
-    landmarks_px: np.ndarray
-    handedness: str
 
 
 SUITES: dict[str, Callable[[float], Result]] = {

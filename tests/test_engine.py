@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.mediapipe_reference import run_mediapipe_solution, score_2d
+from bench.mediapipe_reference import detections_from_take, run_mediapipe_solution, score_2d
 from handmocap.inference.capture import CaptureConfig, capture
 from handmocap.inference.take import FrameFlag
 from handmocap.inference.tracker import TrackerConfig
@@ -66,13 +66,8 @@ def test_parity_and_accuracy_on_a_rendered_clip():
     result = capture(mp4)
     reference = run_mediapipe_solution(mp4, max_hands=2)
     median, _, _ = _agreement(result.take, reference)
-    ours_frames = []
-    for t in range(gt.num_frames):
-        found = [
-            tr.keypoints_2d[list(tr.frames).index(t)] for tr in result.take.tracks if t in tr.frames
-        ]
-        ours_frames.append(tuple(_Det(kp, "right") for kp in found))
-    ours = score_2d(tuple(ours_frames), gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+    ours_frames = detections_from_take(result.take, gt.num_frames)
+    ours = score_2d(ours_frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
     theirs = score_2d(reference.frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
     print(
         f"\ndemo clip: {median:.2f} px from MediaPipe; vs truth ours {ours.median_px:.2f} px "
@@ -81,11 +76,6 @@ def test_parity_and_accuracy_on_a_rendered_clip():
     )
     assert median <= 2.0
     assert ours.detection_rate >= theirs.detection_rate
-
-
-class _Det:
-    def __init__(self, landmarks_px, handedness):
-        self.landmarks_px, self.handedness = landmarks_px, handedness
 
 
 @pytest.mark.skipif(not OFFICE.is_file(), reason="../shared/data/real is not present")
@@ -116,12 +106,8 @@ def test_two_crossing_hands_keep_one_id_each_through_the_occlusion():
     assert sorted(t.handedness for t in result.take.tracks) == ["left", "right"]
     reference = run_mediapipe_solution(mp4, max_hands=2)
     theirs = score_2d(reference.frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
-    frames = [
-        tuple(_Det(tr.keypoints_2d[list(tr.frames).index(t)], tr.handedness)
-              for tr in result.take.tracks if t in tr.frames)
-        for t in range(gt.num_frames)
-    ]  # fmt: skip
-    ours = score_2d(tuple(frames), gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+    frames = detections_from_take(result.take, gt.num_frames)
+    ours = score_2d(frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
     print(f"\ncrossing: detected {ours.detection_rate:.1%}, MediaPipe {theirs.detection_rate:.1%}")
     assert ours.detection_rate >= theirs.detection_rate
     assert ours.handedness_accuracy >= 0.95
