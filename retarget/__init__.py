@@ -1,5 +1,6 @@
-"""Pure numpy/scipy hand maths: rotations, skeleton definitions, joint limits, kinematics,
-and (later) rig profiles and MANO -> bone rotations. Installed as ``handmocap.retarget``.
+"""Pure numpy hand maths: rotations, skeleton definitions, joint limits, kinematics, rig
+profiles and the MANO -> bone rotation solver. Installed as ``handmocap.retarget``.
 
-Never imports bpy: the Blender add-on uses it inside Blender's own Python.
+Never imports bpy or scipy: the Blender add-on uses it inside Blender's own Python, which
+ships numpy only.
 """

@@ -1,5 +1,6 @@
 """The dependency rule (ARCHITECTURE section 2): bpy/mathutils only in blender_addon/,
-bench/ and tests/; retarget/ imports numpy/scipy and the standard library only."""
+bench/ and tests/; retarget/ imports numpy and the standard library only (Blender ships
+numpy, not scipy)."""
 
 import ast
 import sys
@@ -38,7 +39,7 @@ def test_bpy_stays_in_the_blender_layers():
 
 
 def test_retarget_is_plain_numpy():
-    allowed = {"numpy", "scipy", "handmocap", "__future__"} | set(sys.stdlib_module_names)
+    allowed = {"numpy", "handmocap", "__future__"} | set(sys.stdlib_module_names)
     offenders = {
         str(p.relative_to(ROOT)): sorted(_imports(p) - allowed)
         for p in _product_files("retarget")

@@ -55,3 +55,26 @@ def test_look_rotation_columns():
 def test_wrong_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         axis_angle_to_matrix(np.zeros((2, 4)))
+
+
+def test_numpy_conversions_agree_with_scipy():
+    """retarget/ runs in Blender without scipy, so it has its own conversions: pin them to
+    scipy's on random rotations, including angles near 0 and near pi."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    axes = rng.normal(size=(400, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate(
+        [rng.uniform(0, np.pi, 340), np.full(30, 1e-10), np.pi - 1e-7 * rng.random(30)]
+    )
+    aa = axes * angles[:, None]
+    ref = Rotation.from_rotvec(aa)
+    np.testing.assert_allclose(axis_angle_to_matrix(aa), ref.as_matrix(), atol=1e-12)
+    q = matrix_to_quat(ref.as_matrix())
+    sp = ref.as_quat()[:, [3, 0, 1, 2]]
+    sp *= np.where(sp[:, :1] < 0, -1.0, 1.0)
+    same = np.abs(np.sum(q * sp, axis=1))  # q and -q are one rotation when w == 0
+    np.testing.assert_allclose(same, 1.0, atol=1e-12)
+    back = Rotation.from_rotvec(matrix_to_axis_angle(ref.as_matrix()))
+    assert np.degrees((back * ref.inv()).magnitude()).max() < 1e-6
