@@ -1,0 +1,363 @@
+"""Rig profiles: which bone plays which hand role, for each rig family, as data (no bpy).
+
+A :class:`RigProfile` maps roles (see :mod:`handmocap.retarget.bone_names`) to bone-name
+templates; ``{S}``/``{s}``/``{Side}``/``{side}`` stand for ``R``/``r``/``Right``/``right``
+(or the left forms). :func:`detect_rig` tries every built-in profile plus one read from the
+bone names themselves, and returns the best as a :class:`RigMapping`: for each hand, the
+bone of each role and the roles the rig lacks. A mapping the user edits is saved to and
+loaded from JSON (:func:`mapping_to_json`, :func:`mapping_from_json`).
+
+Names match exactly, or after dropping a namespace such as Mixamo's ``mixamorig:``
+(``mixamorig1:``, ``mixamorig9:`` ... and none at all are all found).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from handmocap.retarget.armature import RigError
+from handmocap.retarget.bone_names import (
+    FINGER_ROLES,
+    MANO_JOINT_FOR_ROLE,
+    ROLES,
+    digit_segments,
+    parse_bone_name,
+    tokens,
+)
+from handmocap.retarget.hand_skeleton import FINGERS, SIDES
+
+MAPPING_FORMAT = "handmocap-rig-mapping"
+MAPPING_VERSION = 1
+# A side needs this many of the MANO-driven finger roles to count as a hand.
+MIN_FINGER_BONES = 3
+
+_SIDE_TOKENS = {
+    "left": {"S": "L", "s": "l", "Side": "Left", "side": "left"},
+    "right": {"S": "R", "s": "r", "Side": "Right", "side": "right"},
+}
+
+
+@dataclass(frozen=True)
+class RigProfile:
+    """One rig family's naming. ``bones`` maps role -> template; ``single_hand`` profiles
+    (the WebXR hand) have no side in their names: one armature is one hand."""
+
+    id: str
+    label: str
+    bones: Mapping[str, str]
+    single_hand: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.bones) - set(ROLES)
+        if unknown:
+            raise RigError(f"profile {self.id!r} has unknown roles: {sorted(unknown)}")
+        object.__setattr__(self, "bones", MappingProxyType(dict(self.bones)))
+
+    def bone_name(self, role: str, side: str) -> str | None:
+        template = self.bones.get(role)
+        return template.format(**_SIDE_TOKENS[side]) if template else None
+
+
+def _digits(name_of) -> dict[str, str]:
+    """Templates for every digit role from ``name_of(finger, segment)`` (None: no bone)."""
+    out = {}
+    for finger in FINGERS:
+        for segment in digit_segments(finger):
+            name = name_of(finger, segment)
+            if name:
+                out[f"{finger}.{segment}"] = name
+    return out
+
+
+def _numbered(finger: str, segment: str) -> int:
+    """1-based bone number counted the usual way: thumb from its metacarpal, fingers from
+    their proximal phalanx."""
+    segments = digit_segments(finger)
+    return segments.index(segment) + (1 if finger == "thumb" else 0)
+
+
+def _rigify_digit(finger: str, segment: str) -> str:
+    if finger == "thumb":
+        return f"thumb.0{_numbered(finger, segment)}.{{S}}"
+    if segment == "metacarpal":
+        return f"palm.0{('index', 'middle', 'ring', 'pinky').index(finger) + 1}.{{S}}"
+    return f"f_{finger}.0{_numbered(finger, segment)}.{{S}}"
+
+
+def _prefixed(prefix: str, bones: Mapping[str, str]) -> dict[str, str]:
+    return {role: prefix + name for role, name in bones.items()}
+
+
+_RIGIFY_METARIG = {"forearm": "forearm.{S}", "hand": "hand.{S}", **_digits(_rigify_digit)}
+_WEBXR_SEGMENT = {"metacarpal": "metacarpal", "proximal": "phalanx-proximal",
+                  "intermediate": "phalanx-intermediate", "distal": "phalanx-distal"}  # fmt: skip
+
+BUILTIN_PROFILES: tuple[RigProfile, ...] = (
+    RigProfile(
+        "rigify",
+        "Rigify (generated rig, FK controls)",
+        {**_RIGIFY_METARIG, "forearm": "forearm_fk.{S}", "hand": "hand_fk.{S}"},
+    ),
+    RigProfile("rigify_metarig", "Rigify metarig", _RIGIFY_METARIG),
+    RigProfile("rigify_deform", "Rigify deform bones (DEF-)", _prefixed("DEF-", _RIGIFY_METARIG)),
+    RigProfile("rigify_org", "Rigify original bones (ORG-)", _prefixed("ORG-", _RIGIFY_METARIG)),
+    RigProfile(
+        "mixamo",
+        "Mixamo",
+        {
+            "forearm": "{Side}ForeArm",
+            "hand": "{Side}Hand",
+            **_digits(
+                lambda f, s: (
+                    None
+                    if f != "thumb" and s == "metacarpal"
+                    else f"{{Side}}Hand{f.capitalize()}{_numbered(f, s)}"
+                )
+            ),
+        },
+    ),
+    RigProfile(
+        "unreal",
+        "Unreal Engine mannequin",
+        {
+            "forearm": "lowerarm_{s}",
+            "hand": "hand_{s}",
+            **_digits(
+                lambda f, s: (
+                    f"{f}_metacarpal_{{s}}"
+                    if f != "thumb" and s == "metacarpal"
+                    else f"{f}_0{_numbered(f, s)}_{{s}}"
+                )
+            ),
+        },
+    ),
+    RigProfile(
+        "webxr",
+        "WebXR hand (one hand per armature)",
+        {
+            "hand": "wrist",
+            **_digits(
+                lambda f, s: (
+                    f"{f}-{_WEBXR_SEGMENT[s]}"
+                    if f == "thumb"
+                    else f"{f}-finger-{_WEBXR_SEGMENT[s]}"
+                )
+            ),
+        },
+        single_hand=True,
+    ),
+    RigProfile(
+        "handmocap",
+        "handmocap MANO hand",
+        {
+            "forearm": "forearm.{S}",
+            "hand": "wrist.{S}",
+            **_digits(
+                lambda f, s: (
+                    None if f != "thumb" and s == "metacarpal" else f"{f}{_numbered(f, s)}.{{S}}"
+                )
+            ),
+        },
+    ),
+)
+PROFILES_BY_ID = MappingProxyType({p.id: p for p in BUILTIN_PROFILES})
+PARSED_PROFILE_ID = "names"
+CUSTOM_PROFILE_ID = "custom"
+
+
+@dataclass(frozen=True)
+class HandBones:
+    """One hand of a rig: ``bones`` maps role -> bone name for the roles the rig has;
+    ``missing`` lists the roles the profile expected but the armature lacks."""
+
+    side: str
+    bones: Mapping[str, str]
+    missing: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bones", MappingProxyType(dict(self.bones)))
+
+    @property
+    def driven_roles(self) -> tuple[str, ...]:
+        """The mapped roles that MANO rotates (phalanges and the thumb's three bones)."""
+        return tuple(r for r in MANO_JOINT_FOR_ROLE if r in self.bones)
+
+
+@dataclass(frozen=True)
+class RigMapping:
+    """The hands found in an armature and which profile found them."""
+
+    profile_id: str
+    label: str
+    hands: Mapping[str, HandBones] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hands", MappingProxyType(dict(self.hands)))
+
+    def report(self) -> str:
+        """One line per hand: what is mapped and what is missing (for the UI)."""
+        lines = [f"{self.label}:"]
+        for side, hand in sorted(self.hands.items()):
+            n = len(hand.driven_roles)
+            text = f"  {side} hand: {n} of {len(MANO_JOINT_FOR_ROLE)} finger bones"
+            text += ", wrist" if "hand" in hand.bones else ", no wrist bone"
+            if hand.missing:
+                text += f"; missing: {', '.join(hand.missing)}"
+            lines.append(text)
+        return "\n".join(lines)
+
+
+def _bare(name: str) -> str:
+    return name.rsplit(":", 1)[-1]
+
+
+def _lookup(names: Iterable[str]) -> dict[str, str]:
+    """Exact names, plus each name without its namespace (first one wins)."""
+    table: dict[str, str] = {}
+    for n in names:
+        table.setdefault(n, n)
+    for n in names:
+        table.setdefault(_bare(n), n)
+    return table
+
+
+def apply_profile(profile: RigProfile, bone_names: Iterable[str],
+                  side: str | None = None) -> RigMapping:  # fmt: skip
+    """The mapping ``profile`` gives on an armature with these bones. For a single-hand
+    profile, ``side`` says which hand the armature is."""
+    table = _lookup(list(bone_names))
+    sides = SIDES if not profile.single_hand else ((side,) if side else ())
+    hands = {}
+    for s in sides:
+        found, missing = {}, []
+        for role in profile.bones:
+            name = table.get(profile.bone_name(role, s))
+            if name is not None:
+                found[role] = name
+            else:
+                missing.append(role)
+        if sum(r in found for r in MANO_JOINT_FOR_ROLE) >= MIN_FINGER_BONES:
+            hands[s] = HandBones(s, found, tuple(missing))
+    return RigMapping(profile.id, profile.label, hands)
+
+
+def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> RigMapping:
+    """A mapping read from the bone names alone (:func:`parse_bone_name`), for rigs no
+    profile knows. Bones without a side in their name count as ``side``'s when given.
+
+    Where several bones claim one role (``hand_fk.R`` and ``ORG-hand.R``), the one with the
+    fewest extra words wins, then the shortest name.
+    """
+    core = ("hand", *(r for r in FINGER_ROLES if not r.endswith("metacarpal") or "thumb" in r))
+    candidates: dict[tuple[str, str], list[str]] = {}
+    for name in bone_names:
+        parsed = parse_bone_name(name)
+        bone_side = parsed.side or side
+        if parsed.role and bone_side:
+            candidates.setdefault((bone_side, parsed.role), []).append(name)
+    hands = {}
+    for s in SIDES:
+        found = {
+            role: min(candidates[(s, role)], key=lambda n: (len(tokens(n)), len(n)))
+            for role in ROLES
+            if (s, role) in candidates
+        }
+        if sum(r in found for r in MANO_JOINT_FOR_ROLE) >= MIN_FINGER_BONES:
+            missing = tuple(r for r in core if r not in found)
+            hands[s] = HandBones(s, found, missing)
+    return RigMapping(PARSED_PROFILE_ID, "Custom rig (mapped from bone names)", hands)
+
+
+def _score(mapping: RigMapping) -> int:
+    return sum(len(h.driven_roles) + ("hand" in h.bones) for h in mapping.hands.values())
+
+
+def detect_rig(bone_names: Iterable[str], armature_name: str = "armature",
+               side: str | None = None) -> RigMapping:  # fmt: skip
+    """The best mapping for an armature: the profile that finds the most hand bones (ties
+    go to the earlier profile; the bone-name parser comes last). ``side`` is the hand a
+    one-hand armature holds when its names do not say.
+
+    Raises RigError naming what was looked for when no hand is found.
+    """
+    names = list(bone_names)
+    best: RigMapping | None = None
+    for profile in BUILTIN_PROFILES:
+        m = apply_profile(profile, names, side)
+        if m.hands and (best is None or _score(m) > _score(best)):
+            best = m
+    parsed = mapping_from_names(names, side)
+    if parsed.hands and (best is None or _score(parsed) > _score(best)):
+        best = parsed
+    if best is not None:
+        return best
+    one_hand = apply_profile(PROFILES_BY_ID["webxr"], names, "right")
+    if one_hand.hands and side is None:
+        raise RigError(
+            f"armature {armature_name!r} holds one hand and its bone names do not say which: "
+            "choose Left or Right for it"
+        )
+    examples = ", ".join(
+        f"{p.label} ({p.bone_name('index.proximal', 'right')})" for p in BUILTIN_PROFILES
+    )
+    raise RigError(
+        f"no hand bones found in armature {armature_name!r} ({len(names)} bones). Looked for "
+        f"{examples}, and for names with a side, a finger and a segment such as "
+        "'Index_Proximal_R'. Map the bones by hand in the mapping editor or load a mapping file."
+    )
+
+
+def mapping_to_json(mapping: RigMapping) -> str:
+    """The mapping as the JSON a user edits and saves."""
+    return json.dumps(
+        {
+            "format": MAPPING_FORMAT,
+            "version": MAPPING_VERSION,
+            "label": mapping.label,
+            "hands": {s: dict(h.bones) for s, h in sorted(mapping.hands.items())},
+        },
+        indent=2,
+    )
+
+
+def mapping_from_json(text: str, bone_names: Iterable[str] | None = None,
+                      source: str = "mapping") -> RigMapping:  # fmt: skip
+    """Read a saved mapping; with ``bone_names`` also check every bone exists in the rig.
+
+    Raises RigError naming unknown roles, sides or bones.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RigError(f"{source} is not valid JSON: {err}") from err
+    if not isinstance(doc, dict) or doc.get("format") != MAPPING_FORMAT:
+        raise RigError(f"{source} is not a handmocap rig mapping (format {MAPPING_FORMAT!r})")
+    if doc.get("version") != MAPPING_VERSION:
+        raise RigError(f"{source} is mapping version {doc.get('version')}; expected 1")
+    hands_doc = doc.get("hands")
+    if not isinstance(hands_doc, dict) or not hands_doc:
+        raise RigError(f"{source} maps no hands")
+    bad_sides = set(hands_doc) - set(SIDES)
+    if bad_sides:
+        raise RigError(f"{source}: unknown hand(s) {sorted(bad_sides)}; use 'left' and 'right'")
+    known = set(bone_names) if bone_names is not None else None
+    hands = {}
+    for side, bones in hands_doc.items():
+        bad_roles = set(bones) - set(ROLES)
+        if bad_roles:
+            raise RigError(
+                f"{source}: unknown role(s) {sorted(bad_roles)} for the {side} hand; roles are "
+                f"{', '.join(ROLES)}"
+            )
+        if known is not None:
+            absent = sorted(n for n in bones.values() if n not in known)
+            if absent:
+                raise RigError(
+                    f"{source} names bones that are not in the armature: {', '.join(absent)}"
+                )
+        missing = tuple(r for r in MANO_JOINT_FOR_ROLE if r not in bones)
+        hands[side] = HandBones(side, bones, missing)
+    return RigMapping(CUSTOM_PROFILE_ID, str(doc.get("label") or "Custom mapping"), hands)
