@@ -66,7 +66,9 @@ def build_test_rig(profile: RigProfile, rest: dict[str, np.ndarray],
         rest: side -> (21, 3) rest keypoints of the hand model (MediaPipe order, hand space).
         flex: side -> (16, 3) MANO flexion axes at rest (:func:`mano_flex_axes`).
         seed: for the random rolls and proportions.
-        roll_deg: each bone's roll is the anatomical one plus uniform(-roll_deg, roll_deg).
+        roll_deg: each bone's roll is the anatomical one plus uniform(-roll_deg, roll_deg),
+            except in families that roll digit bones anatomically (``bone_x_flexes``), whose
+            digit bones get X on the flexion axis.
         curl_deg: every digit joint is flexed this much in the rest pose.
         scale: overall size (the rig's units per metre).
         metacarpals: give the fingers metacarpal bones (Unreal 5, Rigify, WebXR do).
@@ -137,10 +139,13 @@ def build_test_rig(profile: RigProfile, rest: dict[str, np.ndarray],
                 if role in MANO_JOINT_FOR_ROLE:
                     j = MANO_JOINT_FOR_ROLE[role]
                     head, tail = pts[MEDIAPIPE_FOR_MANO16[j]], pts[MANO16_BONE_END[j]]
-                    roll = rng.uniform(-roll_deg, roll_deg)
-                    add(name, parent, head, tail, back, roll)
-                    r_b = mats[-1][:3, :3]
                     true_axis = turn @ frames[MEDIAPIPE_FOR_MANO16[j]] @ flex[side][j]
+                    if profile.bone_x_flexes:  # the family rolls bone X onto the flexion axis
+                        add(name, parent, head, tail, np.cross(true_axis, tail - head), 0.0)
+                    else:
+                        roll = rng.uniform(-roll_deg, roll_deg)
+                        add(name, parent, head, tail, back, roll)
+                    r_b = mats[-1][:3, :3]
                     flex_axes[name] = r_b.T @ true_axis
                     mano_joint[name] = j
                 elif name and metacarpals:  # a finger metacarpal: wrist side of the knuckle
@@ -213,3 +218,17 @@ def side_flex_axes(webxr_right) -> dict[str, np.ndarray]:
     pseudo-vectors)."""
     right = mano_flex_axes(webxr_right.rest_frames)
     return {"right": right, "left": -(right @ MIRROR_X)}
+
+
+def known_poses(webxr_right, n_random: int = 30, seed: int = 7) -> dict[str, np.ndarray]:
+    """side -> (T, 16, 3) MANO poses: flat, fist, spread, pinch, then ``n_random`` random
+    poses inside the joint limits, each with a random global orientation."""
+    from bench.synth.motion import KEY_POSES, random_pose
+
+    rng = np.random.default_rng(seed)
+    angles = np.stack(
+        [KEY_POSES[k] for k in ("flat", "fist", "spread", "pinch")]
+        + [random_pose(rng) for _ in range(n_random)]
+    )
+    roots = axis_angle_to_matrix(rng.normal(size=(len(angles), 3)))
+    return {s: mano_poses(angles, webxr_right, roots, s) for s in ("right", "left")}

@@ -325,11 +325,64 @@ def suite_mano(ref: float) -> Result:
     return Result("mano", suite_mano.__doc__.strip(), ref, tuple(metrics))
 
 
+def suite_retarget(ref: float) -> Result:
+    """Retargeting: the rotations the renderer drew each clip with go through the solver onto
+    Mixamo-, Unreal- and Rigify-named test rigs (random rolls, 25 deg rest curl, own
+    proportions); each bone's posed direction is compared with the rendered keypoints and its
+    flexion axis with the render-time joint frames. Speed: both hands of a 32-bone rig over
+    10,000 frames (target < 2 s)."""
+    from handmocap.models.webxr_asset import ensure_webxr_hand
+    from handmocap.models.webxr_hand import load_webxr_hand
+    from handmocap.retarget.mano_rest import default_rest_keypoints
+    from handmocap.retarget.rig_profiles import PROFILES_BY_ID, detect_rig
+    from handmocap.retarget.solver import HandRetargeter
+
+    from .retarget_eval import ground_truth_errors
+    from .rigs import build_test_rig, known_poses, side_flex_axes
+
+    files = ensure_webxr_hand()
+    hands = {s: load_webxr_hand(files.glb(s), s) for s in ("left", "right")}
+    metrics = []
+    for preset in ("demo", "two_crossing"):
+        gt = load_ground_truth(cached_clip(preset)[1])
+        for profile in ("mixamo", "unreal", "rigify_metarig"):
+            for e in ground_truth_errors(gt, hands, profile):
+                key = f"{preset}_{profile}_{e.side}"
+                metrics += [
+                    Metric(f"{key}_direction_median", round(float(np.median(e.direction_deg)), 3),
+                           "deg", "target <= 3"),
+                    Metric(f"{key}_direction_max", round(float(e.direction_deg.max()), 3), "deg",
+                           "target <= 8"),
+                    Metric(f"{key}_twist_median", round(float(np.median(e.twist_deg)), 2), "deg",
+                           "target <= 5"),
+                    Metric(f"{key}_twist_max", round(float(e.twist_deg.max()), 2), "deg"),
+                ]  # fmt: skip
+    rest = {s: default_rest_keypoints(s) for s in ("left", "right")}
+    rig = build_test_rig(PROFILES_BY_ID["unreal"], rest, side_flex_axes(hands["right"]), 0)
+    mapping = detect_rig(rig.spec.bone_names)
+    frames = 10_000
+    base = known_poses(hands["right"], n_random=96)
+    solvers = {s: HandRetargeter(rig.spec, mapping.hands[s]) for s in ("left", "right")}
+    pose = {s: np.resize(base[s], (frames, 16, 3)) for s in solvers}
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        bones = sum(len(solvers[s].solve(pose[s]).bone_names) for s in solvers)
+        best = min(best, time.perf_counter() - started)
+    metrics += [
+        Metric("solve_bones", bones, "bones", "both hands, wrist included"),
+        Metric("solve_10000_frames_s", round(best, 3), "s", "best of 3; target < 2"),
+        Metric("solve_ratio_to_reference", round(best / ref, 2), "x reference"),
+    ]
+    return Result("retarget", suite_retarget.__doc__.strip(), ref, tuple(metrics))
+
+
 SUITES: dict[str, Callable[[float], Result]] = {
     "render": suite_render,
     "realism": suite_realism,
     "engine": suite_engine,
     "mano": suite_mano,
+    "retarget": suite_retarget,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]

@@ -160,4 +160,4 @@ def capture(
 
 def _with_mano(track: Track, fit) -> Track:
     return replace(track, mano_pose=fit.pose, mano_betas=fit.betas, translation=fit.translation,
-                   keypoints_3d=fit.keypoints_3d)  # fmt: skip
+                   keypoints_3d=fit.keypoints_3d, rest_keypoints=fit.rest_keypoints)  # fmt: skip

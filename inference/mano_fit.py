@@ -71,6 +71,8 @@ class ManoFit:
         keypoints_3d: (T, 21, 3) the fitted model's keypoints in camera space, metres.
         ik_keypoints_3d: (T, 21, 3) the IK network's keypoints before refinement, wrist at
             the refined translation (for comparing the stages).
+        rest_keypoints: (21, 3) the hand with these betas at rest (MediaPipe order, hand
+            space, wrist at the origin), metres.
     """
 
     pose: np.ndarray
@@ -78,6 +80,7 @@ class ManoFit:
     translation: np.ndarray
     keypoints_3d: np.ndarray
     ik_keypoints_3d: np.ndarray
+    rest_keypoints: np.ndarray
 
 
 class IKRegressor:
@@ -247,12 +250,15 @@ class ManoFitter:
         rots = r.numpy().astype(np.float64)
         pose = matrix_to_axis_angle(rots)
         transl_np = transl.detach().numpy().astype(np.float64)
+        betas_np = betas.detach().numpy().astype(np.float64)
+        rest = rig.rest + np.einsum("kcb,b->kc", rig.shape, betas_np)
         return ManoFit(
             pose=pose,
-            betas=betas.detach().numpy().astype(np.float64),
+            betas=betas_np,
             translation=transl_np,
             keypoints_3d=cam.numpy().astype(np.float64),
             ik_keypoints_3d=rel0 + transl_np[:, None],
+            rest_keypoints=rest - rest[0],
         )
 
 

@@ -52,6 +52,9 @@ class Track:
         mano_betas: (10,) shape, or None.
         translation: (T, 3) wrist in camera space, metres, or None.
         keypoints_3d: (T, 21, 3) camera space, metres, or None.
+        rest_keypoints: (21, 3) the fitted hand model's rest pose (MediaPipe order, hand
+            space, metres, wrist at the origin): the skeleton ``mano_pose`` rotates, which
+            retargeting needs. None before the MANO stage.
     """
 
     track_id: int
@@ -67,6 +70,7 @@ class Track:
     mano_betas: np.ndarray | None = None
     translation: np.ndarray | None = None
     keypoints_3d: np.ndarray | None = None
+    rest_keypoints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -84,8 +88,9 @@ _TRACK_SHAPES: dict[str, tuple[str | int, ...]] = {
     "mano_betas": (10,),
     "translation": ("T", 3),
     "keypoints_3d": ("T", 21, 3),
+    "rest_keypoints": (21, 3),
 }
-_OPTIONAL = ("mano_pose", "mano_betas", "translation", "keypoints_3d")
+_OPTIONAL = ("mano_pose", "mano_betas", "translation", "keypoints_3d", "rest_keypoints")
 _DTYPES = {"frames": np.int64, "flags": np.uint8}
 
 

@@ -1,9 +1,14 @@
-"""The rest skeleton of the hand model that MANO rotations are applied to (numpy only).
+"""The rest skeleton of the hand model that MANO rotations are applied to, and the axes its
+digits flex about (numpy only).
 
 MANO's local rotations only mean something with the rest skeleton they rotate: the segment
 from each joint to its child. The engine writes the fitted hand's rest keypoints into the
 take (``Track.rest_keypoints``); :data:`OPEN_HAND_RIGHT_REST_MM` is the open hand model's
 rest at zero shape, the fallback for takes without them (a test pins it to the built model).
+
+The flexion axes come from the open hand's source asset, whose joint frames were authored
+with x as the axis each joint curls about; a real MANO hand flexes about nearly the same
+axes (they are within 2 degrees of perpendicular to every segment of either skeleton).
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ OPEN_HAND_RIGHT_REST_MM: Final = np.array([
     [-22.2, -53.58, -144.27],
 ])  # fmt: skip
 
+# (15, 3) unit flexion axis of MANO joints 1..15 at rest, hand space, right hand: the WebXR
+# joint frames' x axes (a test pins them to the asset).
+OPEN_HAND_RIGHT_FLEX_AXES: Final = np.array([
+    [0.0641, -0.9979, 0.0128], [0.0104, -0.9987, 0.0508], [-0.0171, -0.9946, 0.1027],
+    [-0.0134, -0.9949, 0.0995], [-0.03, -0.9895, 0.1415], [-0.1004, -0.9865, 0.1295],
+    [-0.2247, -0.9446, 0.2394], [-0.2841, -0.8951, 0.3437], [-0.2912, -0.9237, 0.2491],
+    [-0.0898, -0.9668, 0.2391], [-0.1523, -0.9468, 0.2835], [-0.1711, -0.9651, 0.1983],
+    [0.8622, 0.0733, -0.5012], [0.8665, -0.1528, -0.4752], [0.8893, 0.0537, -0.4541],
+])  # fmt: skip
+
 # The hand model's left hand is the right one mirrored across hand-space x.
 MIRROR_X: Final = np.diag([-1.0, 1.0, 1.0])
 
@@ -42,3 +57,15 @@ def default_rest_keypoints(side: str) -> np.ndarray:
     """(21, 3) metres, MediaPipe order: the open hand model's rest for ``side``."""
     rest = OPEN_HAND_RIGHT_REST_MM / 1000.0
     return rest @ MIRROR_X if side == "left" else rest.copy()
+
+
+def default_flex_axes(side: str) -> np.ndarray:
+    """(16, 3) unit flexion axis per MANO joint at rest (row 0, the wrist, is zero).
+
+    The left hand is the mirror image; an axis of rotation mirrors as ``-S @ axis``, so a
+    positive turn about it still curls the digit towards the palm."""
+    axes = np.zeros((16, 3))
+    axes[1:] = (
+        OPEN_HAND_RIGHT_FLEX_AXES / np.linalg.norm(OPEN_HAND_RIGHT_FLEX_AXES, axis=1)[:, None]
+    )
+    return -(axes @ MIRROR_X) if side == "left" else axes

@@ -43,12 +43,15 @@ _SIDE_TOKENS = {
 @dataclass(frozen=True)
 class RigProfile:
     """One rig family's naming. ``bones`` maps role -> template; ``single_hand`` profiles
-    (the WebXR hand) have no side in their names: one armature is one hand."""
+    (the WebXR hand) have no side in their names: one armature is one hand;
+    ``bone_x_flexes`` says the family rolls its digit bones so that bone X is the axis the
+    digit curls about (Rigify, WebXR), which the solver then trusts over its own estimate."""
 
     id: str
     label: str
     bones: Mapping[str, str]
     single_hand: bool = False
+    bone_x_flexes: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.bones) - set(ROLES)
@@ -91,6 +94,7 @@ def _prefixed(prefix: str, bones: Mapping[str, str]) -> dict[str, str]:
     return {role: prefix + name for role, name in bones.items()}
 
 
+_FINGER_METACARPALS = tuple(f"{f}.metacarpal" for f in FINGERS if f != "thumb")
 _RIGIFY_METARIG = {"forearm": "forearm.{S}", "hand": "hand.{S}", **_digits(_rigify_digit)}
 _WEBXR_SEGMENT = {"metacarpal": "metacarpal", "proximal": "phalanx-proximal",
                   "intermediate": "phalanx-intermediate", "distal": "phalanx-distal"}  # fmt: skip
@@ -98,12 +102,30 @@ _WEBXR_SEGMENT = {"metacarpal": "metacarpal", "proximal": "phalanx-proximal",
 BUILTIN_PROFILES: tuple[RigProfile, ...] = (
     RigProfile(
         "rigify",
-        "Rigify (generated rig, FK controls)",
-        {**_RIGIFY_METARIG, "forearm": "forearm_fk.{S}", "hand": "hand_fk.{S}"},
+        "Rigify (generated rig: finger FK controls, IK hand)",
+        # The generated arm starts in IK (IK_FK = 0), where hand_ik turns the hand.
+        # Its palm.0N bones become ORG-/DEF- bones under one palm control: no metacarpals.
+        {
+            **{r: n for r, n in _RIGIFY_METARIG.items() if r not in _FINGER_METACARPALS},
+            "forearm": "forearm_fk.{S}",
+            "hand": "hand_ik.{S}",
+        },
+        bone_x_flexes=True,
     ),
-    RigProfile("rigify_metarig", "Rigify metarig", _RIGIFY_METARIG),
-    RigProfile("rigify_deform", "Rigify deform bones (DEF-)", _prefixed("DEF-", _RIGIFY_METARIG)),
-    RigProfile("rigify_org", "Rigify original bones (ORG-)", _prefixed("ORG-", _RIGIFY_METARIG)),
+    # Rigify rolls every finger and thumb bone so that X is the axis its chain curls about.
+    RigProfile("rigify_metarig", "Rigify metarig", _RIGIFY_METARIG, bone_x_flexes=True),
+    RigProfile(
+        "rigify_deform",
+        "Rigify deform bones (DEF-)",
+        _prefixed("DEF-", _RIGIFY_METARIG),
+        bone_x_flexes=True,
+    ),
+    RigProfile(
+        "rigify_org",
+        "Rigify original bones (ORG-)",
+        _prefixed("ORG-", _RIGIFY_METARIG),
+        bone_x_flexes=True,
+    ),
     RigProfile(
         "mixamo",
         "Mixamo",
@@ -161,6 +183,7 @@ BUILTIN_PROFILES: tuple[RigProfile, ...] = (
                 )
             ),
         },
+        bone_x_flexes=True,
     ),
 )
 PROFILES_BY_ID = MappingProxyType({p.id: p for p in BUILTIN_PROFILES})
@@ -176,6 +199,7 @@ class HandBones:
     side: str
     bones: Mapping[str, str]
     missing: tuple[str, ...] = ()
+    bone_x_flexes: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bones", MappingProxyType(dict(self.bones)))
@@ -240,7 +264,7 @@ def apply_profile(profile: RigProfile, bone_names: Iterable[str],
             else:
                 missing.append(role)
         if sum(r in found for r in MANO_JOINT_FOR_ROLE) >= MIN_FINGER_BONES:
-            hands[s] = HandBones(s, found, tuple(missing))
+            hands[s] = HandBones(s, found, tuple(missing), profile.bone_x_flexes)
     return RigMapping(profile.id, profile.label, hands)
 
 
@@ -258,6 +282,8 @@ def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> Ri
         bone_side = parsed.side or side
         if parsed.role and bone_side:
             candidates.setdefault((bone_side, parsed.role), []).append(name)
+    for s in SIDES:
+        _shift_three_word_thumb(candidates, s)
     hands = {}
     for s in SIDES:
         found = {
@@ -269,6 +295,22 @@ def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> Ri
             missing = tuple(r for r in core if r not in found)
             hands[s] = HandBones(s, found, missing)
     return RigMapping(PARSED_PROFILE_ID, "Custom rig (mapped from bone names)", hands)
+
+
+def _shift_three_word_thumb(candidates: dict[tuple[str, str], list[str]], side: str) -> None:
+    """A thumb named proximal/intermediate/distal (VRM 0.x, some game rigs) counts its
+    metacarpal as 'proximal': shift it down one segment."""
+    thumbs = candidates.get((side, "thumb.proximal"), [])
+    inter = [n for n in thumbs if _INTERMEDIATE_WORDS & set(tokens(n))]
+    if not inter:
+        return
+    prox = [n for n in thumbs if n not in inter]
+    candidates[(side, "thumb.proximal")] = inter
+    if prox:
+        candidates.setdefault((side, "thumb.metacarpal"), []).extend(prox)
+
+
+_INTERMEDIATE_WORDS = {"intermediate", "inter", "medial", "middle", "mid"}
 
 
 def _score(mapping: RigMapping) -> int:
@@ -317,6 +359,7 @@ def mapping_to_json(mapping: RigMapping) -> str:
             "format": MAPPING_FORMAT,
             "version": MAPPING_VERSION,
             "label": mapping.label,
+            "bone_x_flexes": any(h.bone_x_flexes for h in mapping.hands.values()),
             "hands": {s: dict(h.bones) for s, h in sorted(mapping.hands.items())},
         },
         indent=2,
@@ -359,5 +402,5 @@ def mapping_from_json(text: str, bone_names: Iterable[str] | None = None,
                     f"{source} names bones that are not in the armature: {', '.join(absent)}"
                 )
         missing = tuple(r for r in MANO_JOINT_FOR_ROLE if r not in bones)
-        hands[side] = HandBones(side, bones, missing)
+        hands[side] = HandBones(side, bones, missing, bool(doc.get("bone_x_flexes", False)))
     return RigMapping(CUSTOM_PROFILE_ID, str(doc.get("label") or "Custom mapping"), hands)

@@ -1,15 +1,17 @@
 """MANO rotations -> local pose rotations of a rig's hand bones (numpy only).
 
-The idea: every bone gets an *anatomical frame* built the same way on the MANO hand and on
-the rig, from things both have, so that bone rolls and rest poses drop out:
+The idea: every bone gets an *anatomical frame* -- y along the bone, x the axis it curls
+about, z = x cross y -- on the MANO hand and on the rig, so that bone rolls and rest poses
+drop out:
 
-* the palm normal ``n``, from the wrist and the knuckles of the outer fingers;
-* for the hand, ``y`` from the wrist to the middle knuckle; for a digit bone, ``y`` along
-  the bone (MANO: joint to child joint; rig: the bone's own Y axis);
-* on MANO, ``x = normalize(y x n)`` (the flexion axis: fingers curl about it), ``z = x x y``;
-* on the rig, x is MANO's axis carried over through the frame of the segment before (the
-  hand for a digit's first bone) and made perpendicular to the bone, so a rig whose rest
-  pose curls or spreads the digits gets the axis the curl turned, not a new one.
+* the hand: y from the wrist to the middle knuckle, x from the palm normal ``n`` (built from
+  the wrist and the outer knuckles) as ``normalize(y x n)``;
+* a MANO digit segment: y from its joint to the next, x the hand model's flexion axis
+  (:func:`~handmocap.retarget.mano_rest.default_flex_axes`);
+* a rig digit bone: y the bone's own Y; x the rig's bone X when its family rolls bones
+  anatomically (Rigify), else MANO's axis carried over through the frame of the segment
+  before (the hand for a digit's first bone) and made perpendicular to the bone, so a rig
+  whose rest pose curls or spreads the digits gets the axis the curl turned.
 
 A rig bone's anatomical frame is fixed in the bone, ``F_b = R_b @ K_b`` at rest, so posing
 the bone to ``P_b`` moves it to ``P_b @ K_b``. The solver asks each mapped bone's frame to
@@ -41,6 +43,7 @@ from handmocap.retarget.hand_skeleton import MANO_16_PARENTS
 from handmocap.retarget.mano_rest import (
     MANO16_BONE_END,
     MEDIAPIPE_FOR_MANO16,
+    default_flex_axes,
     default_rest_keypoints,
 )
 from handmocap.retarget.rig_profiles import HandBones
@@ -185,9 +188,11 @@ class HandRetargeter:
 
     def __init__(self, spec: ArmatureSpec, hand: HandBones,
                  rest_keypoints: np.ndarray | None = None,
-                 config: RetargetConfig | None = None):  # fmt: skip
+                 config: RetargetConfig | None = None,
+                 flex_axes: np.ndarray | None = None):  # fmt: skip
         """``rest_keypoints``: (21, 3) the captured hand model's rest (MediaPipe order, hand
-        space, metres); None uses the open hand model's."""
+        space, metres); ``flex_axes``: (16, 3) its joints' flexion axes at rest. None uses
+        the open hand model's."""
         self.spec = spec
         self.side = hand.side
         self.config = (config or RetargetConfig()).validated()
@@ -231,7 +236,10 @@ class HandRetargeter:
         self.k_hand = r_rest[self.hand_index].T @ self.hand_frame_rig
 
         seg_m = rest[MANO16_BONE_END[self.joints]] - rest[MEDIAPIPE_FOR_MANO16[self.joints]]
-        self.frames_mano = anatomical_frame(seg_m, self.normal_mano)  # (J, 3, 3)
+        axes = default_flex_axes(hand.side) if flex_axes is None else np.asarray(flex_axes)
+        if axes.shape != (16, 3):
+            raise RigError(f"flex axes must have shape (16, 3), got {axes.shape}")
+        self.frames_mano = frame_from_axis(seg_m, axes[self.joints])  # (J, 3, 3)
         # The rig bone's flexion axis: MANO's, carried into the rig through the frames of
         # the segment before it (the hand for a digit's first bone) and made perpendicular to
         # the bone. Unlike ``y x n`` on the rig itself, this follows a rest pose that curls
@@ -241,20 +249,21 @@ class HandRetargeter:
         for k, role in enumerate(self.roles):
             finger = role_finger(role)
             if finger in previous:
-                before_rig, before_mano = (
-                    frames_rig[previous[finger]],
-                    self.frames_mano[previous[finger]],
-                )
+                j = previous[finger]
+                before_rig, before_mano = frames_rig[j], self.frames_mano[j]
             else:
                 before_rig, before_mano = self.hand_frame_rig, self.hand_frame_mano
             hint = before_rig @ before_mano.T @ self.frames_mano[k, :, 0]
+            if hand.bone_x_flexes:  # the rig says which axis the digit curls about
+                x = r_rest[self.bone_index[k], :, 0]
+                hint = x if x @ hint >= 0 else -x
             frames_rig[k] = frame_from_axis(r_rest[self.bone_index[k], :, 1], hint)
             previous[finger] = k
+        # Unmapped parents of mapped digit bones ride with the hand (see solve()).
+        mapped = set(self.bone_index.tolist())
+        self.finger_parents = {int(spec.parents[b]) for b in self.bone_index} - mapped - {-1}
         k = np.swapaxes(r_rest[self.bone_index], 1, 2) @ frames_rig
         self.segment_to_bone = self.frames_mano @ np.swapaxes(k, 1, 2)  # F_j @ K_b^T
-
-    def _under_hand(self, i: int) -> bool:
-        return self.hand_index in self.spec.ancestors(i)
 
     def solve(self, pose: np.ndarray, translation: np.ndarray | None = None,
               current_pose: np.ndarray | None = None) -> BonePoses:  # fmt: skip
@@ -294,11 +303,20 @@ class HandRetargeter:
             posed[int(b)] = q @ g[:, j] @ a
 
         def posed_rotation(i: int) -> np.ndarray:
+            """Armature-space rotation of bone i in the solved pose (T, 3, 3)."""
             if i in posed:
                 return posed[i]
-            if i == h or self._under_hand(i):  # rides along with the hand
-                return posed_hand @ (r_rest[h].T @ r_rest[i])
-            return np.broadcast_to(current[i, :3, :3], (t, 3, 3))
+            if i == h:
+                return posed_hand
+            relative = current[:, :3, :3]
+            for a in spec.ancestors(i):
+                if a in posed or a == h:  # rigid with a solved bone (or the hand) above it
+                    return posed_rotation(a) @ (relative[a].T @ relative[i])
+            if i in self.finger_parents:
+                # A helper that constraints keep on the hand (Rigify's MCH-*_drv, under the
+                # deform chain): it turns with the hand, keeping its current pose relative to it.
+                return posed_hand @ (relative[h].T @ relative[i])
+            return np.broadcast_to(relative[i], (t, 3, 3))
 
         order = [i for i in spec.topological_order() if i in posed]
         rotations = np.empty((t, len(order), 4))

@@ -131,6 +131,10 @@ def test_capture_fills_the_mano_fields_and_draws_the_mesh(tmp_path):
     assert take.header["hand_model"].startswith("handmocap-open-hand")
     (track,) = take.tracks
     assert track.mano_pose.shape == (48, 16, 3) and track.mano_betas.shape == (10,)
+    # The take carries the skeleton its rotations turn: posing the rest keypoints with the
+    # MANO rotations (plain kinematics, no hand model) gives the fitted keypoints (0.1 mm).
+    np.testing.assert_allclose(track.rest_keypoints[0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(_pose_rest(track), track.keypoints_3d, atol=1e-4)
     # The fitted keypoints project onto the detected 2D keypoints (median within 4% of the hand).
     uv = project(track.keypoints_3d.astype(np.float64), np.array(take.header["intrinsics"]))
     size = np.linalg.norm(np.ptp(track.keypoints_2d, axis=1), axis=-1)
@@ -172,3 +176,22 @@ def test_ik_training_is_deterministic(hands):
     assert any(
         not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
     )
+
+
+def _pose_rest(track):
+    """(T, 21, 3): the track's rest keypoints posed by its MANO pose at its translation."""
+    from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE, MEDIAPIPE_21_PARENTS
+    from handmocap.retarget.kinematics import forward_kinematics
+    from handmocap.retarget.rotations import axis_angle_to_matrix
+
+    rot = axis_angle_to_matrix(track.mano_pose.astype(np.float64))
+    local = np.tile(np.eye(3), (len(rot), 21, 1, 1))
+    for k in range(21):
+        if MANO21_FOR_MEDIAPIPE[k] < 16:  # tips have no rotation of their own
+            local[:, k] = rot[:, MANO21_FOR_MEDIAPIPE[k]]
+    eye = np.broadcast_to(np.eye(3), (len(rot), 3, 3))
+    rest = track.rest_keypoints.astype(np.float64)
+    _, pts = forward_kinematics(
+        np.array(MEDIAPIPE_21_PARENTS), rest, local, eye, track.translation.astype(np.float64)
+    )
+    return pts

@@ -38,10 +38,15 @@ def test_round_trip(tmp_path):
 
 def test_mano_fields_round_trip(tmp_path):
     tr = _track(
-        4, mano_pose=np.zeros((4, 16, 3)), mano_betas=np.zeros(10), translation=np.ones((4, 3))
+        4,
+        mano_pose=np.zeros((4, 16, 3)),
+        mano_betas=np.zeros(10),
+        translation=np.ones((4, 3)),
+        rest_keypoints=np.arange(63.0).reshape(21, 3),
     )
     back = load_take(Take(_header(), (tr,)).save(tmp_path / "t.npz"))
     assert back.tracks[0].mano_pose.shape == (4, 16, 3) and back.tracks[0].keypoints_3d is None
+    np.testing.assert_array_equal(back.tracks[0].rest_keypoints, tr.rest_keypoints)
 
 
 def test_a_take_with_no_hands(tmp_path):
