@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 from handmocap.retarget.armature import ArmatureSpec, RigError
 from handmocap.retarget.bone_names import parse_bone_name
@@ -95,3 +96,31 @@ def apply_pose(obj: bpy.types.Object, poses: BonePoses, frame_index: int) -> Non
         pb.rotation_quaternion = poses.rotations[frame_index, k].tolist()
         if poses.locations is not None:
             pb.location = poses.locations[frame_index, k].tolist()
+
+
+def create_armature(
+    spec: ArmatureSpec, name: str | None = None, collection: bpy.types.Collection | None = None
+) -> bpy.types.Object:
+    """A new armature object with ``spec``'s bones (rest matrices, rolls and lengths exactly),
+    linked to ``collection`` (default: the scene's)."""
+    data = bpy.data.armatures.new(name or spec.name)
+    obj = bpy.data.objects.new(name or spec.name, data)
+    (collection or bpy.context.scene.collection).objects.link(obj)
+    previous = bpy.context.view_layer.objects.active
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    edit = data.edit_bones
+    for i, bone in enumerate(spec.bone_names):
+        eb = edit.new(bone)
+        eb.head = (0.0, 0.0, 0.0)
+        eb.tail = (0.0, 1.0, 0.0)
+        eb.matrix = Matrix(np.asarray(spec.rest[i]).tolist())
+        eb.length = float(spec.lengths[i])
+    for i, bone in enumerate(spec.bone_names):
+        p = int(spec.parents[i])
+        if p >= 0:
+            edit[bone].parent = edit[spec.bone_names[p]]
+            edit[bone].use_connect = False
+    bpy.ops.object.mode_set(mode="OBJECT")
+    bpy.context.view_layer.objects.active = previous
+    return obj

@@ -261,7 +261,7 @@ def apply_profile(profile: RigProfile, bone_names: Iterable[str],
             name = table.get(profile.bone_name(role, s))
             if name is not None:
                 found[role] = name
-            else:
+            elif role != "forearm":  # only a reference: nothing is keyed on it
                 missing.append(role)
         if sum(r in found for r in MANO_JOINT_FOR_ROLE) >= MIN_FINGER_BONES:
             hands[s] = HandBones(s, found, tuple(missing), profile.bone_x_flexes)

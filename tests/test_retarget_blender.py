@@ -16,9 +16,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from bench.rigs import build_test_rig, known_poses, side_flex_axes  # noqa: E402
-from bench.rigs_blender import create_armature  # noqa: E402
 from blender_addon.armature_io import (  # noqa: E402
     camera_to_armature,
+    create_armature,
     detect_armature,
     read_armature_spec,
 )
@@ -187,3 +187,35 @@ def test_rigify_metarig(rigify_blend, hands, poses):
     )
     assert np.median(dirs) < 0.05 and dirs.max() < 0.2
     assert np.median(twists) < 5.0
+
+
+def test_handmocap_armature_is_driven_exactly(hands, poses):
+    """The armature the add-on builds from a take's rest skeleton: bone X on each joint's
+    flexion axis: directions match to numerical precision; twist is within the angle between
+    each joint's axis and the plane perpendicular to its bone (at most 1.6 deg)."""
+    from handmocap.retarget.mano_armature import mano_armature_spec
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    obj = create_armature(mano_armature_spec("left", REST["left"]), "hand.L")
+    mapping = detect_armature(obj)
+    assert mapping.profile_id == "handmocap" and not mapping.hands["left"].missing
+    flex = side_flex_axes(hands["right"])
+    x_axis = {b.name: np.array([1.0, 0.0, 0.0]) for b in obj.data.bones}
+    dirs, twists, _ = key_and_measure(obj, "left", poses["left"], x_axis, flex["left"], mapping)
+    assert dirs.max() < 0.01 and twists.max() < 1.7
+
+
+def test_apply_pose_puts_one_frame_on_the_bones(poses):
+    from blender_addon.armature_io import apply_pose
+    from handmocap.retarget.mano_armature import mano_armature_spec
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    obj = create_armature(mano_armature_spec("right"), "hand.R")
+    spec = read_armature_spec(obj)
+    solved = HandRetargeter(spec, detect_armature(obj).hands["right"]).solve(poses["right"])
+    apply_pose(obj, solved, 3)
+    for k, bone in enumerate(solved.bone_names):
+        pb = obj.pose.bones[bone]
+        assert pb.rotation_mode == "QUATERNION"
+        np.testing.assert_allclose(list(pb.rotation_quaternion), solved.rotations[3, k], atol=1e-6)
+    assert obj.animation_data is None  # posing writes no keys
