@@ -30,7 +30,7 @@ OUT = ROOT / "out"
 REQUIRED_PYTHON = (3, 11)
 APT_PACKAGES = tuple(
     "libx11-6 libxkbcommon0 libgl1 libsm6 libxi6 libxxf86vm1 libxrender1 libxfixes3 libegl1 "
-    "npm".split()
+    "npm libassimp5".split()
 )
 # Packages whose job is done when the command is on PATH: NodeSource's nodejs package ships npm and
 # conflicts with Debian's npm package, so installing that one would fail.
