@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Optional stages of the pipeline and whether this engine has them.
+ENGINE_STAGES = (("mano_fit", True), ("deocclusion", False), ("motion_prior", False))
+
+
 def _check_output(path: Path) -> None:
     if path.is_dir():
         raise HandmocapError(f"cannot write {path}: it is a folder; give a file name (take.npz)")
@@ -114,9 +118,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from handmocap.models.iknet_build import built_iknet
     from handmocap.models.mediapipe_port import built_mediapipe_models
 
     from .backend import choose_backend
+    from .take import VERSION as TAKE_VERSION
 
     report: dict = {"version": __version__, "python": sys.version.split()[0]}
     try:
@@ -128,9 +134,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         report.update(device=None, device_error=str(err))
     try:
         models = built_mediapipe_models()
+        built_iknet()
         report.update(models_built=True, models_folder=str(models.folder))
     except HandmocapError as err:
         report.update(models_built=False, models_error=str(err))
+    # What a client (the Blender add-on) may rely on: the take format it will read, and the
+    # optional pipeline stages this engine has, so that it offers no option that does nothing.
+    report.update(take_version=TAKE_VERSION, stages=dict(ENGINE_STAGES))
     if args.json:
         print(json.dumps(report))
     else:

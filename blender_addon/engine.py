@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The engine boundary: the capture engine runs in its own Python (torch, onnxruntime and
+mediapipe need not live in Blender's), as a child process that reports JSON lines.
+
+No bpy here: the modal operator polls an :class:`EngineRun` from a timer, so Blender's UI
+never waits on the engine, and a crash of the engine is a message, not a crashed Blender.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from handmocap.errors import HandmocapError
+
+ENGINE_MIN_VERSION = (0, 1, 0)
+TAKE_VERSION = 1
+ENGINE_MODULE = "handmocap.inference"
+ENV_ENGINE_PYTHON = "HANDMOCAP_ENGINE_PYTHON"
+
+
+class EngineError(HandmocapError):
+    """The engine cannot be used: not found, too old, models missing, or it failed."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What ``handmocap info --json`` reports about an engine interpreter."""
+
+    python: str
+    version: str
+    device: str | None
+    device_note: str
+    models_built: bool
+    models_note: str
+    take_version: int | None
+    stages: Mapping[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", MappingProxyType(dict(self.stages)))
+
+    def has_stage(self, name: str) -> bool:
+        return bool(self.stages.get(name, False))
+
+    def problems(self) -> list[str]:
+        """Why a capture with this engine would fail (empty when it is ready)."""
+        out = []
+        if _version_tuple(self.version) < ENGINE_MIN_VERSION:
+            want = ".".join(map(str, ENGINE_MIN_VERSION))
+            out.append(f"the engine is version {self.version}; this add-on needs {want} or "
+                       "later: update handmocap in the engine's environment")  # fmt: skip
+        if self.take_version != TAKE_VERSION:
+            out.append(
+                f"the engine writes take format v{self.take_version}; this add-on reads "
+                f"v{TAKE_VERSION}: use matching versions of the add-on and the engine"
+            )
+        if not self.models_built:
+            out.append(f"the engine's models are not built ({self.models_note}): run "
+                       "'python3 build.py models' in the handmocap folder")  # fmt: skip
+        if self.device is None:
+            out.append(f"no device can run the engine: {self.device_note}")
+        return out
+
+    def summary(self) -> str:
+        models = "models built" if self.models_built else "models NOT built"
+        return f"handmocap {self.version} on {self.device or 'no device'} ({models})"
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def default_engine_python(addon_dir: Path) -> str:
+    """The engine interpreter to use when the user set none: ``$HANDMOCAP_ENGINE_PYTHON``,
+    else the project venv recorded when the extension was built, else ''."""
+    env = os.environ.get(ENV_ENGINE_PYTHON, "")
+    if env:
+        return env
+    recorded = addon_dir / "engine_defaults.json"
+    if recorded.is_file():
+        try:
+            python = json.loads(recorded.read_text()).get("engine_python", "")
+        except (OSError, ValueError):
+            return ""
+        if python and Path(python).is_file():
+            return python
+    return ""
+
+
+def _check_python(python: str) -> Path:
+    if not python:
+        raise EngineError(
+            "no engine interpreter is set: in Preferences > Add-ons > Hand Mocap, point "
+            "'Engine Python' at the python of the environment where handmocap is installed"
+        )
+    path = Path(python).expanduser()
+    if not path.is_file():
+        raise EngineError(f"engine interpreter not found: {path} (set it in the add-on's "
+                          "preferences)")  # fmt: skip
+    if not os.access(path, os.X_OK):
+        raise EngineError(f"engine interpreter {path} is not executable")
+    return path
+
+
+def query_engine(python: str, device: str = "auto", timeout_s: float = 180.0) -> EngineInfo:
+    """Ask an interpreter's handmocap what it is. Raises EngineError saying what is wrong."""
+    path = _check_python(python)
+    try:
+        proc = subprocess.run(
+            [str(path), "-m", ENGINE_MODULE, "info", "--json", "--device", device],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"the engine at {path} did not answer within {timeout_s:.0f} s") from None
+    except OSError as err:
+        raise EngineError(f"cannot start the engine at {path}: {err.strerror or err}") from err
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if "No module named" in last:
+            raise EngineError(f"{path} has no handmocap engine installed ({last}); install it "
+                              "with 'python3 build.py setup' in the handmocap folder")  # fmt: skip
+        raise EngineError(f"the engine at {path} failed: {last}")
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EngineError(f"the engine at {path} gave no readable report; it may be too "
+                          "old: update handmocap in that environment") from None  # fmt: skip
+    return EngineInfo(
+        python=str(path),
+        version=str(report.get("version", "0")),
+        device=report.get("device"),
+        device_note=report.get("device_reason") or report.get("device_error", ""),
+        models_built=bool(report.get("models_built")),
+        models_note=report.get("models_error", report.get("models_folder", "")),
+        take_version=report.get("take_version"),
+        stages=report.get("stages", {}),
+    )
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """One capture run. Frames are video frame indices (end exclusive, None = to the end)."""
+
+    python: str
+    video: Path
+    take_path: Path
+    device: str = "auto"
+    start: int = 0
+    end: int | None = None
+    stride: int = 1
+    max_hands: int = 2
+    mano_dir: Path | None = None
+    fov_deg: float | None = None
+
+    def command(self) -> list[str]:
+        cmd = [str(self.python), "-m", ENGINE_MODULE, "capture", str(self.video),
+               "-o", str(self.take_path), "--progress", "jsonl", "--device", self.device,
+               "--start", str(self.start), "--stride", str(self.stride),
+               "--max-hands", str(self.max_hands)]  # fmt: skip
+        if self.end is not None:
+            cmd += ["--end", str(self.end)]
+        if self.mano_dir:
+            cmd += ["--mano-dir", str(self.mano_dir)]
+        if self.fov_deg:
+            cmd += ["--fov", str(self.fov_deg)]
+        return cmd
+
+
+class EngineRun:
+    """A capture in a child process. Call :meth:`poll` often (it never blocks); when
+    :attr:`finished`, read :attr:`take_path` or :attr:`error`."""
+
+    def __init__(self, request: CaptureRequest):
+        python = _check_python(request.python)
+        if not Path(request.video).exists():
+            raise EngineError(f"video not found: {request.video}")
+        self.request = request
+        self.events: queue.Queue[dict] = queue.Queue()
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self.done = 0
+        self.total = 0
+        self.status = "starting the engine"
+        self.error: str | None = None
+        self.take_path: Path | None = None
+        self.finished = False
+        self.cancelled = False
+        self._done_event: dict | None = None
+        try:
+            self.process = subprocess.Popen(
+                [str(python), *request.command()[1:]],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, bufsize=1, start_new_session=sys.platform != "win32",
+            )  # fmt: skip
+        except OSError as err:
+            raise EngineError(f"cannot start the engine: {err.strerror or err}") from err
+        self._threads = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.stderr_tail.append(line)
+                continue
+            if isinstance(event, dict):
+                self.events.put(event)
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            if line.strip():
+                self.stderr_tail.append(line.rstrip())
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def poll(self) -> bool:
+        """Take in what the engine reported; True once the run has ended (any way)."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(event)
+        if not self.finished and self.process.poll() is not None:
+            for t in self._threads:
+                t.join(timeout=2.0)
+            while not self.events.empty():
+                self._handle(self.events.get_nowait())
+            self._conclude()
+        return self.finished
+
+    def _handle(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.total = int(event.get("frames") or 0)
+            self.status = f"capturing on {event.get('device', '?')}"
+        elif kind == "progress":
+            self.done = int(event.get("done", self.done))
+            self.total = int(event.get("total", self.total) or self.total)
+            eta = event.get("eta_s")
+            fps = event.get("fps")
+            self.status = f"frame {self.done}/{self.total}, {fps} fps" + (
+                f", {eta:.0f} s left" if isinstance(eta, int | float) else ""
+            )
+        elif kind == "done":
+            self._done_event = event
+        elif kind == "error":
+            self.error = str(event.get("message", "the engine reported an error"))
+
+    def _conclude(self) -> None:
+        self.finished = True
+        code = self.process.returncode
+        if self.cancelled:
+            self.error = "capture cancelled"
+        elif code == 0 and self._done_event is not None and Path(self.request.take_path).is_file():
+            self.take_path = Path(self.request.take_path)
+            self.status = "capture finished"
+            return
+        elif self.error is None:
+            tail = " | ".join(list(self.stderr_tail)[-3:]) or "no message"
+            self.error = f"the engine stopped unexpectedly (exit code {code}): {tail}"
+        Path(self.request.take_path).unlink(missing_ok=True)
+
+    def cancel(self, grace_s: float = 2.0) -> None:
+        """Stop the engine (and anything it started) and discard its output."""
+        if self.finished:
+            return
+        self.cancelled = True
+        try:
+            if sys.platform != "win32":
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.terminate()
+            self.process.wait(timeout=grace_s)
+        except (ProcessLookupError, PermissionError):
+            pass
+        except subprocess.TimeoutExpired:
+            if sys.platform != "win32":
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.kill()
+            self.process.wait(timeout=grace_s)
+        self.poll()
