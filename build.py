@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -27,6 +28,7 @@ LOCK = ROOT / "requirements" / "lock.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 STAMP = VENV / ".handmocap-stamp"
 OUT = ROOT / "out"
+DIST = ROOT / "dist"
 REQUIRED_PYTHON = (3, 11)
 APT_PACKAGES = tuple(
     "libx11-6 libxkbcommon0 libgl1 libsm6 libxi6 libxxf86vm1 libxrender1 libxfixes3 libegl1 "
@@ -294,6 +296,51 @@ def cmd_demo(extra: Sequence[str] = ()) -> int:
     return 0
 
 
+ADDON_SOURCES = ("*.py", "blender_manifest.toml")
+
+
+def build_addon(dest: Path = DIST) -> Path:
+    """The Blender extension zip: the add-on's files, the handmocap wheel it bundles (the
+    pure-Python maths and take reader), and the engine interpreter to default to. Built
+    with the extension builder that ships in the bpy wheel."""
+    staging = ROOT / "build" / "addon"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "wheels").mkdir(parents=True)
+    for pattern in ADDON_SOURCES:
+        for path in sorted((ROOT / "blender_addon").glob(pattern)):
+            shutil.copy2(path, staging / path.name)
+    run("addon: wheel", [VENV_PY, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
+                         "-q", "-w", staging / "wheels"], echo=False)  # fmt: skip
+    manifest = (staging / "blender_manifest.toml").read_text()
+    wheels = sorted(p.name for p in (staging / "wheels").glob("*.whl"))
+    for name in wheels:
+        if f"./wheels/{name}" not in manifest:
+            raise StepFailed("addon: manifest", [f"wheels/{name} is not listed in "
+                             "blender_addon/blender_manifest.toml"], 1, "")  # fmt: skip
+    (staging / "engine_defaults.json").write_text(
+        json.dumps({"engine_python": str(VENV_PY)}, indent=2) + "\n"
+    )
+    builders = sorted(VENV.glob("lib/python3*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/"
+                                "blender_ext.py"))  # fmt: skip
+    if not builders:
+        raise StepFailed("addon: builder", ["blender_ext.py not found in the bpy wheel"], 1, "")
+    dest.mkdir(parents=True, exist_ok=True)
+    run("addon: build", [VENV_PY, builders[-1], "build", "--source-dir", staging,
+                         "--output-dir", dest], echo=False)  # fmt: skip
+    version = re.search(r'^version = "([^"]+)"', manifest, re.M).group(1)
+    return dest / f"handmocap-{version}.zip"
+
+
+def cmd_addon(extra: Sequence[str] = ()) -> int:
+    """Setup, then build the Blender extension zip into dist/."""
+    cmd_setup()
+    zip_path = build_addon()
+    say(f"addon: {zip_path.relative_to(ROOT)} (Blender: Edit > Preferences > Get Extensions > "
+        "Install from Disk)")  # fmt: skip
+    return 0
+
+
 def cmd_test(extra: Sequence[str] = ()) -> int:
     """Setup + models, then ruff check and pytest (args go to pytest)."""
     cmd_models()
@@ -331,7 +378,16 @@ def cmd_clean(extra: Sequence[str] = ()) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     func.__name__.removeprefix("cmd_"): func
-    for func in (cmd_setup, cmd_models, cmd_render, cmd_demo, cmd_test, cmd_bench, cmd_clean)
+    for func in (
+        cmd_setup,
+        cmd_models,
+        cmd_addon,
+        cmd_render,
+        cmd_demo,
+        cmd_test,
+        cmd_bench,
+        cmd_clean,
+    )
 }
 
 

@@ -21,21 +21,41 @@ _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINE
 
 
 class ActionWriter:
-    """One new Action assigned to ``obj``, with F-curves added in bulk."""
+    """A new Action for ``obj`` (with its own slot on Blender 4.4+), F-curves added in bulk.
 
-    def __init__(self, obj: bpy.types.Object, name: str):
+    ``assign=True`` makes it the object's active action at once; otherwise call
+    :meth:`assign` or :meth:`push_to_nla` when the curves are written.
+    """
+
+    def __init__(self, obj: bpy.types.Object, name: str, assign: bool = True):
         self.obj = obj
         self.action = bpy.data.actions.new(name)
-        data = obj.animation_data or obj.animation_data_create()
+        self.slot = None
         self.channelbag = None
         if HAS_SLOTS:
-            slot = self.action.slots.new(id_type=obj.id_type, name=obj.name)
+            self.slot = self.action.slots.new(id_type=obj.id_type, name=obj.name)
             strip = self.action.layers.new("Layer").strips.new(type="KEYFRAME")
-            self.channelbag = strip.channelbag(slot, ensure=True)
-            data.action = self.action
-            data.action_slot = slot  # assigning the action alone may leave no slot chosen
-        else:
-            data.action = self.action
+            self.channelbag = strip.channelbag(self.slot, ensure=True)
+        if assign:
+            self.assign()
+
+    def assign(self) -> None:
+        """Make the action the object's active one."""
+        data = self.obj.animation_data or self.obj.animation_data_create()
+        data.action = self.action
+        if self.slot is not None:
+            data.action_slot = self.slot  # assigning the action alone may leave no slot chosen
+
+    def push_to_nla(self, track_name: str) -> bpy.types.NlaTrack:
+        """Play the action from a new NLA track of its own, aligned with the scene frames."""
+        data = self.obj.animation_data or self.obj.animation_data_create()
+        track = data.nla_tracks.new()
+        track.name = track_name
+        start = round(self.action.frame_range[0])
+        strip = track.strips.new(self.action.name, start, self.action)
+        if self.slot is not None and "action_slot" in strip.bl_rna.properties:
+            strip.action_slot = self.slot
+        return track
 
     def _group(self, name: str):
         groups = self.channelbag.groups if self.channelbag is not None else self.action.groups
@@ -49,34 +69,66 @@ class ActionWriter:
             fc.group = self._group(group)
         else:
             fc = self.action.fcurves.new(data_path, index=index, action_group=group)
-        n = len(frames)
-        co = np.empty(2 * n, dtype=np.float32)
-        co[0::2] = frames
-        co[1::2] = values
-        points = fc.keyframe_points
-        points.add(n)
-        points.foreach_set("co", co)
-        points.foreach_set("interpolation", np.full(n, _LINEAR, dtype=np.int32))
-        fc.update()
+        set_keys(fc, frames, values)
         return fc
+
+    def bone_curves(self, poses: BonePoses, frames: np.ndarray) -> None:
+        """Quaternion (and location) curves of every solved bone, keyed at ``frames`` (T,).
+        Pose bones are switched to quaternion rotation."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if frames.shape != (poses.rotations.shape[0],):
+            raise ValueError(f"{len(frames)} frames for {poses.rotations.shape[0]} solved poses")
+        for k, bone in enumerate(poses.bone_names):
+            pb = self.obj.pose.bones[bone]
+            pb.rotation_mode = "QUATERNION"
+            path = pb.path_from_id("rotation_quaternion")
+            for c in range(4):
+                self.curve(path, c, frames, poses.rotations[:, k, c], bone)
+            if poses.locations is not None and np.any(poses.locations[:, k]):
+                path = pb.path_from_id("location")
+                for c in range(3):
+                    self.curve(path, c, frames, poses.locations[:, k, c], bone)
+
+
+def set_keys(fc: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray) -> None:
+    """Replace all keys of ``fc`` with linear keys at ``frames`` (n,) holding ``values``."""
+    n = len(frames)
+    points = fc.keyframe_points
+    if len(points):
+        points.clear()
+    co = np.empty(2 * n, dtype=np.float32)
+    co[0::2] = frames
+    co[1::2] = values
+    points.add(n)
+    points.foreach_set("co", co)
+    points.foreach_set("interpolation", np.full(n, _LINEAR, dtype=np.int32))
+    fc.update()
+
+
+def get_keys(fc: bpy.types.FCurve) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (n,), values (n,)) of an F-curve's keys."""
+    n = len(fc.keyframe_points)
+    co = np.empty(2 * n, dtype=np.float32)
+    fc.keyframe_points.foreach_get("co", co)
+    return co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+
+
+def action_fcurves(action: bpy.types.Action, obj: bpy.types.Object | None = None):
+    """The F-curves of an action (its first channelbag on 4.4+, for ``obj``'s slot if
+    given)."""
+    if not HAS_SLOTS:
+        return action.fcurves
+    for layer in action.layers:
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                return bag.fcurves
+    return []
 
 
 def write_bone_action(obj: bpy.types.Object, poses: BonePoses, frames: np.ndarray,
                       name: str) -> bpy.types.Action:  # fmt: skip
-    """A new Action on ``obj`` with every solved bone's quaternion (and location) keyed at
-    the scene ``frames`` (T,). Pose bones are switched to quaternion rotation."""
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.shape != (poses.rotations.shape[0],):
-        raise ValueError(f"{len(frames)} frames for {poses.rotations.shape[0]} solved poses")
+    """A new Action, made the object's active one, with every solved bone keyed at the
+    scene ``frames`` (T,)."""
     writer = ActionWriter(obj, name)
-    for k, bone in enumerate(poses.bone_names):
-        pb = obj.pose.bones[bone]
-        pb.rotation_mode = "QUATERNION"
-        path = pb.path_from_id("rotation_quaternion")
-        for c in range(4):
-            writer.curve(path, c, frames, poses.rotations[:, k, c], bone)
-        if poses.locations is not None and np.any(poses.locations[:, k]):
-            path = pb.path_from_id("location")
-            for c in range(3):
-                writer.curve(path, c, frames, poses.locations[:, k, c], bone)
+    writer.bone_curves(poses, frames)
     return writer.action

@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The sidebar panel "Capture hands from video" (3D viewport, tab "Hand Mocap")."""
+
+from __future__ import annotations
+
+import bpy
+
+from handmocap.errors import HandmocapError
+
+from .preferences import EngineCheck
+
+
+class _HandMocapPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Hand Mocap"
+
+
+class HM_PT_capture(_HandMocapPanel, bpy.types.Panel):
+    bl_idname = "HM_PT_capture"
+    bl_label = "Capture hands from video"
+
+    def draw(self, context):
+        s = context.scene.handmocap
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(s, "source", expand=True)
+        if s.source == "FILE":
+            layout.prop(s, "video_path")
+        else:
+            layout.template_ID(s, "clip", open="clip.open")
+        col = layout.column(align=True)
+        col.prop(s, "frame_start")
+        col.prop(s, "frame_end")
+        col.prop(s, "stride")
+        layout.prop(s, "hands")
+        layout.prop(s, "target")
+        layout.prop(s, "wrist")
+        layout.prop(s, "camera")
+        layout.prop(s, "device")
+        layout.prop(s, "scene_start")
+        layout.prop(s, "use_nla")
+        info = EngineCheck.info
+        if info is not None:
+            # Only what this engine reports it has; stages it lacks get no control.
+            stages = ", ".join(k.replace("_", " ") for k, v in info.stages.items() if v)
+            layout.label(text=f"Engine: {info.summary()}; stages: {stages or 'none'}")
+        else:
+            layout.label(text=f"Engine: {EngineCheck.message}")
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator("handmocap.capture", icon="REC")
+
+
+class HM_PT_rig(_HandMocapPanel, bpy.types.Panel):
+    bl_idname = "HM_PT_rig"
+    bl_label = "Rig"
+    bl_parent_id = "HM_PT_capture"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from .capture_op import resolve_mapping
+
+        s = context.scene.handmocap
+        layout = self.layout
+        obj = s.target
+        if obj is None:
+            layout.label(text="Choose an armature above", icon="INFO")
+            return
+        layout.prop(s, "one_hand_side")
+        try:
+            for line in resolve_mapping(obj, s).report().splitlines():
+                layout.label(text=line.strip())
+        except HandmocapError as err:
+            col = layout.column()
+            col.alert = True
+            for piece in str(err).split(". "):
+                col.label(text=piece)
+        row = layout.row(align=True)
+        row.operator("handmocap.mapping_from_rig", icon="BONE_DATA")
+        row.operator("handmocap.mapping_load", icon="FILEBROWSER")
+        row.operator("handmocap.mapping_save", icon="FILE_TICK")
+        layout.prop(s, "use_custom_mapping")
+        if s.use_custom_mapping:
+            box = layout.box()
+            for row_data in s.mapping:
+                row = box.row(align=True)
+                row.label(text=f"{row_data.side[0].upper()} {row_data.role}")
+                row.prop_search(row_data, "bone", obj.data, "bones", text="")
+
+
+class HM_PT_cleanup(_HandMocapPanel, bpy.types.Panel):
+    bl_idname = "HM_PT_cleanup"
+    bl_label = "Cleanup"
+    bl_parent_id = "HM_PT_capture"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.handmocap
+        layout = self.layout
+        row = layout.row(align=True)
+        row.prop(s, "range_start")
+        row.prop(s, "range_end")
+        row = layout.row(align=True)
+        row.prop(s, "smooth_sigma")
+        row.operator("handmocap.smooth_range")
+        layout.operator("handmocap.fill_gap")
+        layout.operator("handmocap.swap_hands")
+        layout.operator("handmocap.recapture_range")
+        row = layout.row(align=True)
+        row.prop(s, "reduce_tolerance")
+        row.operator("handmocap.reduce_keys")
+        layout.operator("handmocap.bake_fk")
+
+
+class HM_PT_export(_HandMocapPanel, bpy.types.Panel):
+    bl_idname = "HM_PT_export"
+    bl_label = "Export"
+    bl_parent_id = "HM_PT_capture"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.handmocap
+        layout = self.layout
+        layout.prop(s, "fbx_preset")
+        layout.prop(s, "fbx_path")
+        layout.operator("handmocap.export_fbx", icon="EXPORT")
+
+
+CLASSES = (HM_PT_capture, HM_PT_rig, HM_PT_cleanup, HM_PT_export)
