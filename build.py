@@ -363,8 +363,10 @@ def cmd_test(extra: Sequence[str] = ()) -> int:
 
 
 def cmd_clean(extra: Sequence[str] = ()) -> int:
-    """Remove .venv and out/."""
-    removed = [path for path in (VENV, OUT) if path.exists() or path.is_symlink()]
+    """Remove .venv, out/, build/ and dist/."""
+    removed = [
+        path for path in (VENV, OUT, ROOT / "build", DIST) if path.exists() or path.is_symlink()
+    ]
     for path in removed:
         if path.is_symlink() or path.is_file():
             path.unlink()

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_PY = ROOT / "build.py"
-SUBCOMMANDS = ("setup", "models", "render", "demo", "test", "bench", "clean")
+SUBCOMMANDS = ("setup", "models", "addon", "render", "demo", "test", "bench", "clean")
 
 
 def system_python() -> str:
