@@ -1,0 +1,292 @@
+"""Scenarios run inside Blender (the bpy wheel) in a child process by tests/test_addon.py:
+the built extension zip is installed into a throw-away user folder and enabled, then one
+scenario runs and prints ``RESULT <json>``. The process leaves with ``os._exit`` (bpy 4.5
+can hang at exit after Rigify generation or with engine threads alive).
+
+    python tests/addon_scenarios.py ZIP SCENARIO [ARGS...]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ADDON = "bl_ext.user_default.handmocap"
+
+
+def install(zip_path: str) -> None:
+    bpy.ops.extensions.package_install_files(
+        filepath=zip_path, repo="user_default", enable_on_install=True
+    )
+
+
+def prefs():
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+def fingerprint() -> dict:
+    """What a failed or cancelled capture must not change."""
+    out = {"objects": sorted(o.name for o in bpy.data.objects),
+           "actions": sorted(a.name for a in bpy.data.actions)}  # fmt: skip
+    for obj in bpy.data.objects:
+        if obj.type != "ARMATURE":
+            continue
+        data = obj.animation_data
+        out[obj.name] = {
+            "tracks": [t.name for t in data.nla_tracks] if data else [],
+            "action": data.action.name if data and data.action else None,
+            "props": sorted(obj.keys()),
+            "modes": {pb.name: pb.rotation_mode for pb in obj.pose.bones},
+            "quats": {pb.name: [round(v, 6) for v in pb.rotation_quaternion]
+                      for pb in obj.pose.bones},
+        }  # fmt: skip
+    return out
+
+
+def webxr_hand(side: str = "right"):
+    from bench.synth import blender_scene as bs
+    from handmocap.models.webxr_asset import ensure_webxr_hand
+    from handmocap.models.webxr_hand import load_webxr_hand
+
+    files = ensure_webxr_hand()
+    hand = load_webxr_hand(files.glb(side), side)
+    return bs.import_hand(bpy.context.scene, files.glb(side), hand, (0.5, 0.4, 0.3), 1).armature
+
+
+def direction_errors(obj, take_path: str, side: str, measure=lambda bone: bone) -> np.ndarray:
+    """Degrees between each keyed finger bone's world direction (as Blender evaluates it)
+    and the take's MANO segment, over every frame of the take."""
+    from bl_ext.user_default.handmocap.armature_io import detect_armature
+
+    from handmocap.inference.take import load_take
+    from handmocap.retarget.bone_names import MANO_JOINT_FOR_ROLE
+    from handmocap.retarget.mano_rest import MANO16_BONE_END, MEDIAPIPE_FOR_MANO16
+    from handmocap.retarget.rotations import axis_angle_to_matrix
+    from handmocap.retarget.solver import CAMERA_IN_FRONT, mano_hand_rotations
+
+    take = load_take(take_path)
+    (track,) = [t for t in take.tracks if t.handedness == side]
+    mapping = detect_armature(obj)
+    local = axis_angle_to_matrix(track.mano_pose.astype(np.float64))
+    g = (CAMERA_IN_FRONT @ local[:, 0])[:, None] @ mano_hand_rotations(local)
+    rest = track.rest_keypoints.astype(np.float64)
+    world = np.array(obj.matrix_world)[:3, :3]
+    errors = []
+    start = bpy.context.scene.handmocap.scene_start
+    for i, _f in enumerate(track.frames):
+        bpy.context.scene.frame_set(start + i)
+        for role, bone in mapping.hands[side].bones.items():
+            j = MANO_JOINT_FOR_ROLE.get(role)
+            if j is None:
+                continue
+            m = world @ np.array(obj.pose.bones[measure(bone)].matrix)[:3, :3]
+            want = g[i, j] @ (rest[MANO16_BONE_END[j]] - rest[MEDIAPIPE_FOR_MANO16[j]])
+            y = m[:, 1] / np.linalg.norm(m[:, 1])
+            c = float(np.clip(want @ y / np.linalg.norm(want), -1, 1))
+            errors.append(math.degrees(math.acos(c)))
+    return np.array(errors)
+
+
+def keyed_bones(obj) -> dict[str, list[float]]:
+    """bone -> [first frame, last frame, number of keys] of its rotation keys."""
+    from bl_ext.user_default.handmocap.cleanup import bone_curves, handmocap_actions
+
+    out = {}
+    for action in handmocap_actions(obj).values():
+        for bc in bone_curves(action):
+            frames, _ = bc.keys()
+            out[bc.bone] = [float(frames[0]), float(frames[-1]), len(frames)]
+    return out
+
+
+def evaluated_rotations(obj, bones, frames, local: bool = False) -> np.ndarray:
+    """(F, B, 3, 3) rotations Blender shows: armature space, or each bone's own (local)
+    rotation, the thing its keys hold."""
+    out = np.empty((len(frames), len(bones), 3, 3))
+    for i, f in enumerate(frames):
+        bpy.context.scene.frame_set(int(f))
+        for k, b in enumerate(bones):
+            pb = obj.pose.bones[b]
+            out[i, k] = np.array(pb.matrix_basis if local else pb.matrix)[:3, :3]
+    return out
+
+
+def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    rel = np.swapaxes(a, -1, -2) @ b
+    u, _, vt = np.linalg.svd(rel)
+    rel = u @ vt
+    s = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
+                  rel[..., 1, 0] - rel[..., 0, 1]], -1)  # fmt: skip
+    c = np.trace(rel, axis1=-2, axis2=-1) - 1.0
+    return np.degrees(np.arctan2(np.linalg.norm(s, axis=-1), c))
+
+
+# --- scenarios -------------------------------------------------------------------------
+
+
+def scenario_registered(_args) -> dict:
+    import addon_utils
+
+    loaded, enabled = addon_utils.check(ADDON)
+    ops = [n for n in dir(bpy.ops.handmocap)]
+    panels = [n for n in ("HM_PT_capture", "HM_PT_rig", "HM_PT_cleanup", "HM_PT_export")
+              if hasattr(bpy.types, n)]  # fmt: skip
+    import handmocap
+
+    result = {"loaded": loaded, "enabled": enabled, "ops": ops, "panels": panels,
+              "engine_python": prefs().engine_python,
+              "handmocap_from": handmocap.__file__,
+              "panel_label": bpy.types.HM_PT_capture.bl_label,
+              "category": bpy.types.HM_PT_capture.bl_category}  # fmt: skip
+    addon_utils.disable(ADDON)
+    result["after_disable"] = hasattr(bpy.types, "HM_PT_capture") or hasattr(
+        bpy.types.Scene, "handmocap"
+    )
+    return result
+
+
+def scenario_capture_webxr(args) -> dict:
+    video = args[0]
+    obj = webxr_hand("right")
+    s = bpy.context.scene.handmocap
+    s.video_path = video
+    s.target = obj
+    started = time.perf_counter()
+    status = bpy.ops.handmocap.capture()
+    seconds = time.perf_counter() - started
+    keys = keyed_bones(obj)
+    errors = direction_errors(obj, s.last_take, "right")
+    # The animator's pass: re-smooth the whole take (sigma 3 frames: per-frame fits jitter
+    # until the engine has its motion prior), then reduce keys at 1 deg, measured on what
+    # Blender shows before and after.
+    bones = sorted(keys)
+    frames = np.arange(1, int(max(v[1] for v in keys.values())) + 1)
+    s.range_start, s.range_end, s.smooth_sigma = 1, int(frames[-1]), 3.0
+    smooth_all = bpy.ops.handmocap.smooth_range()
+    before = evaluated_rotations(obj, bones, frames, local=True)
+    s.reduce_tolerance = 1.0
+    reduce_status = bpy.ops.handmocap.reduce_keys()
+    after_keys = keyed_bones(obj)
+    after = evaluated_rotations(obj, bones, frames, local=True)
+    drift = angle_deg(before, after)
+    # cleanup tools keep the keys outside their range
+    s.range_start, s.range_end = 20, 26
+    outside_before = evaluated_rotations(obj, bones, [10, 40])
+    smooth = bpy.ops.handmocap.smooth_range()
+    fill = bpy.ops.handmocap.fill_gap()
+    outside_after = evaluated_rotations(obj, bones, [10, 40])
+    return {
+        "status": sorted(status), "seconds": seconds, "keys": keys,
+        "dir_median": float(np.median(errors)), "dir_max": float(errors.max()),
+        "reduce": sorted(reduce_status), "smooth_all": sorted(smooth_all),
+        "keys_before": sum(v[2] for v in keys.values()),
+        "keys_after": sum(v[2] for v in after_keys.values()),
+        "reduce_max_drift_deg": float(drift.max()),
+        "cleanup": [sorted(smooth), sorted(fill)],
+        "cleanup_outside_drift_deg": float(angle_deg(outside_before, outside_after).max()),
+        "confidence_prop": "hm_confidence_R" in obj.keys(),
+    }  # fmt: skip
+
+
+def scenario_capture_rigify(args) -> dict:
+    import addon_utils
+
+    video = args[0]
+    addon_utils.enable("rigify", default_set=True)
+    bpy.ops.object.armature_human_metarig_add()
+    metarig = bpy.context.active_object
+    bpy.ops.pose.rigify_generate()
+    rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o is not metarig)
+    metarig.hide_set(True)
+    s = bpy.context.scene.handmocap
+    s.video_path = video
+    s.target = rig
+    s.hands = "RIGHT"
+    status = bpy.ops.handmocap.capture()
+    keys = keyed_bones(rig)
+    errors = direction_errors(rig, s.last_take, "right", measure=lambda b: "DEF-" + b
+                              if not b.startswith("hand") else b)  # fmt: skip
+    s.range_start, s.range_end = 1, 10
+    bake = bpy.ops.handmocap.bake_fk()
+    return {"status": sorted(status), "keys": keys, "dir_median": float(np.median(errors)),
+            "dir_max": float(errors.max()), "bake": sorted(bake)}  # fmt: skip
+
+
+def scenario_bad_inputs(args) -> dict:
+    """Each bad input: the operator's result, and whether the scene changed."""
+    video, fake_engine_dir = args[0], Path(args[1])
+    obj = webxr_hand("right")
+    robot_data = bpy.data.armatures.new("Robot")
+    robot = bpy.data.objects.new("Robot", robot_data)
+    bpy.context.scene.collection.objects.link(robot)
+    bpy.context.view_layer.objects.active = robot
+    bpy.ops.object.mode_set(mode="EDIT")
+    for name in ("Hips", "Spine", "Head"):
+        b = robot_data.edit_bones.new(name)
+        b.tail = (0, 0, 1)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    s = bpy.context.scene.handmocap
+    good_python = prefs().engine_python
+    cases = {
+        "no_armature": dict(target=None),
+        "no_hand_bones": dict(target=robot),
+        "engine_not_found": dict(python="/nonexistent/bin/python"),
+        "video_missing": dict(video="/nonexistent/clip.mp4"),
+        "models_not_built": dict(python=str(fake_engine_dir / "no_models" / "python")),
+        "engine_crash": dict(python=str(fake_engine_dir / "crash" / "python")),
+    }
+    out = {}
+    for name, case in cases.items():
+        s.target = case.get("target", obj)
+        s.video_path = case.get("video", video)
+        prefs().engine_python = case.get("python", good_python)
+        before = fingerprint()
+        print(f"SCENARIO {name}", flush=True)
+        try:
+            status = sorted(bpy.ops.handmocap.capture())
+        except RuntimeError as err:  # how an ERROR report reaches a script (the UI shows it)
+            print(f"report: {err}", flush=True)
+            status = ["CANCELLED"]
+        print(f"END {name}", flush=True)
+        out[name] = {"status": status, "unchanged": fingerprint() == before}
+    # an engine that is too old: the preferences' check says so
+    from bl_ext.user_default.handmocap.preferences import EngineCheck
+
+    prefs().engine_python = str(fake_engine_dir / "old" / "python")
+    bpy.ops.handmocap.check_engine()
+    EngineCheck.wait()
+    out["engine_too_old"] = EngineCheck.message
+    prefs().engine_python = good_python
+    bpy.ops.handmocap.check_engine()
+    EngineCheck.wait()
+    out["engine_good"] = EngineCheck.message
+    return out
+
+
+def main() -> None:
+    zip_path, scenario, *args = sys.argv[1:]
+    code = 0
+    try:
+        install(zip_path)
+        result = globals()[f"scenario_{scenario}"](args)
+        print("RESULT " + json.dumps(result), flush=True)
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
