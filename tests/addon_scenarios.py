@@ -131,6 +131,48 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(np.linalg.norm(s, axis=-1), c))
 
 
+def fbx_round_trip(obj, last_frame: int) -> dict[str, float]:
+    """Export the captured armature with the Unity preset (the panel's operator), read the
+    file back with ufbx and with assimp, and return each reader's worst difference (degrees)
+    from every bone's local rotation per frame as Blender had it."""
+    from bench.fbx_read import (
+        blender_to_fbx_local,
+        bone_axis_correction,
+        quat_matrices,
+        read_assimp,
+        read_ufbx,
+        rotation_angle_deg,
+    )
+
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, last_frame
+    s = scene.handmocap
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"hm_roundtrip_{os.getpid()}.fbx"
+    s.fbx_path, s.fbx_preset = str(path), "UNITY"
+    bpy.ops.handmocap.export_fbx()
+    bones = [b.name for b in obj.data.bones if b.use_deform]
+    frames = np.arange(1, last_frame + 1)
+    want = {}
+    for f in frames:
+        scene.frame_set(int(f))
+        for name in bones:
+            pb = obj.pose.bones[name]
+            m = np.array(pb.matrix)[:3, :3]
+            local = np.linalg.inv(np.array(pb.parent.matrix)[:3, :3]) @ m if pb.parent else m
+            want.setdefault(name, []).append(
+                blender_to_fbx_local(local, bone_axis_correction(), pb.parent is not None)
+            )
+    worst = {}
+    for take in (read_ufbx(path, frames=frames.astype(float)), read_assimp(path)):
+        errs = [
+            rotation_angle_deg(np.array(want[n]), quat_matrices(take.rotations[n])[: len(frames)])
+            for n in bones
+        ]
+        worst[take.reader] = float(np.max(np.concatenate(errs)))
+    path.unlink(missing_ok=True)
+    return worst
+
+
 # --- scenarios -------------------------------------------------------------------------
 
 
@@ -185,8 +227,9 @@ def scenario_capture_webxr(args) -> dict:
     smooth = bpy.ops.handmocap.smooth_range()
     fill = bpy.ops.handmocap.fill_gap()
     outside_after = evaluated_rotations(obj, bones, [10, 40])
+    fbx_errors = fbx_round_trip(obj, int(frames[-1]))
     return {
-        "status": sorted(status), "seconds": seconds, "keys": keys,
+        "status": sorted(status), "seconds": seconds, "keys": keys, "fbx_max_deg": fbx_errors,
         "dir_median": float(np.median(errors)), "dir_max": float(errors.max()),
         "reduce": sorted(reduce_status), "smooth_all": sorted(smooth_all),
         "keys_before": sum(v[2] for v in keys.values()),

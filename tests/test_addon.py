@@ -92,6 +92,9 @@ def test_capture_into_the_webxr_hand(extension_zip, demo_video, tmp_path):
     assert r["cleanup"] == [["FINISHED"], ["FINISHED"]]
     assert r["cleanup_outside_drift_deg"] < 1e-3  # frames outside the range kept
     assert r["confidence_prop"]
+    # FBX (Unity preset) read back by two independent readers: every bone, every frame
+    assert set(r["fbx_max_deg"]) == {"ufbx", "assimp"}
+    assert max(r["fbx_max_deg"].values()) <= 0.1, r["fbx_max_deg"]
 
 
 def test_capture_into_a_generated_rigify_rig(extension_zip, demo_video, tmp_path):
