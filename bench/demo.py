@@ -3,7 +3,8 @@
 The default demo clip, rendered by the synthetic renderer with its ground truth (from the
 clip cache, so the tests and the demo render it once between them), then captured by the
 engine exactly as ``handmocap capture`` does it: a take file and an overlay video to check
-by eye, with the 2D error against the ground truth.
+by eye, with the 2D error against the ground truth; then the take keyed onto a rigged hand
+in Blender (the add-on's code), saved as a .blend and exported as FBX.
 """
 
 from __future__ import annotations
@@ -74,10 +75,21 @@ def main(argv: list[str] | None = None) -> int:
                              gt.keypoints_cam[tr.frames, hand].astype(np.float64))  # fmt: skip
             print(f"[demo] MANO fit ({result.take.header['hand_model']}), {tr.handedness} hand: "
                   f"PA-MPJPE {pa.mean():.1f} mm against the ground truth")  # fmt: skip
+    try:
+        from .demo_blender import write_blend_and_fbx
+
+        print("[demo] keying the take onto a rigged hand in Blender")
+        blend, fbx_paths = write_blend_and_fbx(take_path, args.out)
+    except HandmocapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"video:        {out_mp4.resolve()}")
     print(f"ground truth: {out_npz.resolve()}")
     print(f"take:         {take_path.resolve()}")
     print(f"overlay:      {overlay.resolve()}")
+    print(f"blend:        {blend.resolve()}")
+    for path in fbx_paths:
+        print(f"fbx:          {path.resolve()}")
     return 0
 
 
