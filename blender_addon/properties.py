@@ -148,7 +148,8 @@ class HM_CaptureSettings(bpy.types.PropertyGroup):
 
     def video(self) -> Path | None:
         if self.source == "CLIP":
-            return Path(bpy.path.abspath(self.clip.filepath)) if self.clip else None
+            clip = self.clip or bpy.context.scene.active_clip  # default: the scene's clip
+            return Path(bpy.path.abspath(clip.filepath)) if clip else None
         return Path(bpy.path.abspath(self.video_path)) if self.video_path else None
 
     def apply_settings(self, take_name: str, take_path: str) -> ApplySettings:

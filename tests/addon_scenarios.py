@@ -109,6 +109,13 @@ def keyed_bones(obj) -> dict[str, list[float]]:
     return out
 
 
+def keyed_frames(obj) -> dict[str, list[float]]:
+    from bl_ext.user_default.handmocap.cleanup import bone_curves, handmocap_actions
+
+    return {bc.bone: bc.keys()[0].tolist() for a in handmocap_actions(obj).values()
+            for bc in bone_curves(a)}  # fmt: skip
+
+
 def evaluated_rotations(obj, bones, frames, local: bool = False) -> np.ndarray:
     """(F, B, 3, 3) rotations Blender shows: armature space, or each bone's own (local)
     rotation, the thing its keys hold."""
@@ -228,6 +235,13 @@ def scenario_capture_webxr(args) -> dict:
     fill = bpy.ops.handmocap.fill_gap()
     outside_after = evaluated_rotations(obj, bones, [10, 40])
     fbx_errors = fbx_round_trip(obj, int(frames[-1]))
+    # re-capture frames 30-40 only: the engine runs on those video frames, the keys there
+    # are replaced, the rest stay, and no second take is left behind
+    s.range_start, s.range_end = 30, 40
+    keep_before = evaluated_rotations(obj, bones, [10, 45])
+    recapture = bpy.ops.handmocap.recapture_range()
+    keep_after = evaluated_rotations(obj, bones, [10, 45])
+    recaptured_keys = keyed_bones(obj)
     return {
         "status": sorted(status), "seconds": seconds, "keys": keys, "fbx_max_deg": fbx_errors,
         "dir_median": float(np.median(errors)), "dir_max": float(errors.max()),
@@ -238,6 +252,14 @@ def scenario_capture_webxr(args) -> dict:
         "cleanup": [sorted(smooth), sorted(fill)],
         "cleanup_outside_drift_deg": float(angle_deg(outside_before, outside_after).max()),
         "confidence_prop": "hm_confidence_R" in obj.keys(),
+        "recapture": sorted(recapture),
+        "recapture_outside_drift_deg": float(angle_deg(keep_before, keep_after).max()),
+        "recapture_keys_in_range": min(
+            int(np.sum((np.array(v) >= 30) & (np.array(v) <= 40)))
+            for v in keyed_frames(obj).values()
+        ),
+        "actions_after_recapture": sorted(a.name for a in bpy.data.actions),
+        "keys_after_recapture": {k: v[:2] for k, v in recaptured_keys.items()},
     }  # fmt: skip
 
 

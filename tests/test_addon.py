@@ -95,6 +95,12 @@ def test_capture_into_the_webxr_hand(extension_zip, demo_video, tmp_path):
     # FBX (Unity preset) read back by two independent readers: every bone, every frame
     assert set(r["fbx_max_deg"]) == {"ufbx", "assimp"}
     assert max(r["fbx_max_deg"].values()) <= 0.1, r["fbx_max_deg"]
+    # re-capture of frames 30-40: keys there again (one per frame), the rest untouched
+    assert r["recapture"] == ["FINISHED"]
+    assert r["recapture_outside_drift_deg"] < 1e-3
+    assert r["recapture_keys_in_range"] == 11
+    assert all(v == [1.0, 48.0] for v in r["keys_after_recapture"].values())
+    assert len(r["actions_after_recapture"]) == 1, r["actions_after_recapture"]
 
 
 def test_capture_into_a_generated_rigify_rig(extension_zip, demo_video, tmp_path):
