@@ -239,6 +239,12 @@ def _apply(obj, take, mapping, settings, scene, result, undo) -> None:
             if len(settings.sides) == 1:
                 result.messages.append(f"the take has no {side} hand")
             continue
+        hand_bone = obj.data.bones[mapping.hands[side].bones["hand"]]
+        if settings.wrist is WristMode.ROTATION_AND_LOCATION and hand_bone.use_connect:
+            result.messages.append(
+                f"{hand_bone.name} is connected to its parent, so only its rotation is keyed "
+                "(move the arm's IK control instead)"
+            )
         solver = HandRetargeter(spec, mapping.hands[side], series.rest_keypoints, config)
         solved = solver.solve(series.pose, series.translation, current)
         times = scene_times(take, series.frames, scene_fps, settings.scene_start)
