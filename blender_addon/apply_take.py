@@ -227,14 +227,14 @@ def _apply(obj, take, mapping, settings, scene, result, undo) -> None:
     )
     scene_fps = scene.render.fps / scene.render.fps_base
     step = scene_fps / float(take.header["fps"])  # scene frames between two take samples
-    sides = [s for s in settings.sides if s in mapping.hands]
-    for side in settings.sides:
-        if side not in mapping.hands and hand_series(take, side) is not None:
-            result.messages.append(f"{obj.name} has no {side} hand; the {side} hand is skipped")
     lo, hi = np.inf, -np.inf
     written = 0
-    for side in sides:
+    for side in settings.sides:
         series = hand_series(take, side)
+        if side not in mapping.hands:
+            if series is not None:
+                result.messages.append(f"{obj.name} has no {side} hand; the {side} hand is skipped")
+            continue
         if series is None:
             if len(settings.sides) == 1:
                 result.messages.append(f"the take has no {side} hand")

@@ -24,10 +24,10 @@ from handmocap.retarget.curves import (
     reduce_rotation_keys,
     smooth_rotations,
 )
-from handmocap.retarget.rotations import matrix_to_quat, quat_to_matrix
+from handmocap.retarget.rotations import matrix_to_quat, orthonormalize, quat_to_matrix
 from handmocap.retarget.solver import make_continuous
 
-from .keyframes import HAS_SLOTS, ActionWriter, action_fcurves, get_keys, set_keys
+from .keyframes import HAS_SLOTS, ActionWriter, action_fcurves, get_keys, new_fcurve, set_keys
 
 _ROT_PATH = re.compile(r'^pose\.bones\["(.+)"\]\.rotation_quaternion$')
 
@@ -240,30 +240,21 @@ def bake_to_fk(obj: bpy.types.Object, start: int, end: int, scene: bpy.types.Sce
         parent = obj.data.bones[fk].parent
         offset = np.linalg.inv(rest[parent.name]) @ rest[fk] if parent else rest[fk]
         local = np.linalg.inv(parents[:, k] @ offset) @ targets[:, k]
-        q = make_continuous(matrix_to_quat(_orthonormal(local[:, :3, :3])))
+        q = make_continuous(matrix_to_quat(orthonormalize(local[:, :3, :3])))
         pb.rotation_mode = "QUATERNION"
         _key_channels(obj, action, pb.path_from_id("rotation_quaternion"), frames, q, fk)
     return len(pairs)
 
 
-def _orthonormal(m: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(m)
-    return u @ vt
-
-
 def _key_channels(obj, action, path, frames, values, group) -> None:
     """Replace the curves ``path`` [0..n) of ``action`` with keys at ``frames``."""
     existing = {(fc.data_path, fc.array_index): fc for fc in action_fcurves(action)}
+    channelbag = None
+    if HAS_SLOTS:
+        slot = obj.animation_data.action_slot
+        channelbag = action.layers[0].strips[0].channelbag(slot, ensure=True)
     for c in range(values.shape[1]):
-        fc = existing.get((path, c))
-        if fc is None:
-            if HAS_SLOTS:
-                slot = obj.animation_data.action_slot
-                bag = action.layers[0].strips[0].channelbag(slot, ensure=True)
-                fc = bag.fcurves.new(path, index=c)
-                fc.group = bag.groups.get(group) or bag.groups.new(group)
-            else:
-                fc = action.fcurves.new(path, index=c, action_group=group)
+        fc = existing.get((path, c)) or new_fcurve(action, channelbag, path, c, group)
         set_keys(fc, frames, values[:, c])
 
 

@@ -57,18 +57,10 @@ class ActionWriter:
             strip.action_slot = self.slot
         return track
 
-    def _group(self, name: str):
-        groups = self.channelbag.groups if self.channelbag is not None else self.action.groups
-        return groups.get(name) or groups.new(name)
-
     def curve(self, data_path: str, index: int, frames: np.ndarray, values: np.ndarray,
               group: str) -> bpy.types.FCurve:  # fmt: skip
         """One F-curve with linear keys at ``frames`` (n,) holding ``values`` (n,)."""
-        if self.channelbag is not None:
-            fc = self.channelbag.fcurves.new(data_path, index=index)
-            fc.group = self._group(group)
-        else:
-            fc = self.action.fcurves.new(data_path, index=index, action_group=group)
+        fc = new_fcurve(self.action, self.channelbag, data_path, index, group)
         set_keys(fc, frames, values)
         return fc
 
@@ -88,6 +80,16 @@ class ActionWriter:
                 path = pb.path_from_id("location")
                 for c in range(3):
                     self.curve(path, c, frames, poses.locations[:, k, c], bone)
+
+
+def new_fcurve(action: bpy.types.Action, channelbag, data_path: str, index: int,
+               group: str) -> bpy.types.FCurve:  # fmt: skip
+    """A new F-curve in ``group``: in ``channelbag`` (Blender 4.4+), else in the action."""
+    if channelbag is None:
+        return action.fcurves.new(data_path, index=index, action_group=group)
+    fc = channelbag.fcurves.new(data_path, index=index)
+    fc.group = channelbag.groups.get(group) or channelbag.groups.new(group)
+    return fc
 
 
 def set_keys(fc: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray) -> None:

@@ -30,6 +30,16 @@ def _target(context) -> bpy.types.Object:
     return obj
 
 
+def _fill_editor(settings, mapping) -> None:
+    """The mapping editor's rows: every role of every hand, empty where no bone plays it."""
+    settings.mapping.clear()
+    for side, hand in sorted(mapping.hands.items()):
+        for role in ROLES:
+            row = settings.mapping.add()
+            row.side, row.role, row.bone = side, role, hand.bones.get(role, "")
+    settings.use_custom_mapping = True
+
+
 class _Reporting:
     """Run ``self.run(context)``; a HandmocapError becomes one error line, no traceback."""
 
@@ -56,13 +66,7 @@ class HM_OT_mapping_from_rig(_Reporting, bpy.types.Operator):
         obj = _target(context)
         side = None if settings.one_hand_side == "AUTO" else settings.one_hand_side.lower()
         mapping = detect_armature(obj, side)
-        settings.mapping.clear()
-        for hand_side in sorted(mapping.hands):
-            bones = mapping.hands[hand_side].bones
-            for role in ROLES:
-                row = settings.mapping.add()
-                row.side, row.role, row.bone = hand_side, role, bones.get(role, "")
-        settings.use_custom_mapping = True
+        _fill_editor(settings, mapping)
         return mapping.report().replace("\n", " ")
 
 
@@ -110,13 +114,7 @@ class HM_OT_mapping_load(_Reporting, bpy.types.Operator):
         except OSError as err:
             raise HandmocapError(f"cannot read {path}: {err.strerror or err}") from err
         mapping = mapping_from_json(text, [b.name for b in obj.data.bones], str(path))
-        settings = _settings(context)
-        settings.mapping.clear()
-        for side, hand in sorted(mapping.hands.items()):
-            for role in ROLES:
-                row = settings.mapping.add()
-                row.side, row.role, row.bone = side, role, hand.bones.get(role, "")
-        settings.use_custom_mapping = True
+        _fill_editor(_settings(context), mapping)
         return f"mapping loaded from {path}"
 
 

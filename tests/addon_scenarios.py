@@ -129,13 +129,9 @@ def evaluated_rotations(obj, bones, frames, local: bool = False) -> np.ndarray:
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    rel = np.swapaxes(a, -1, -2) @ b
-    u, _, vt = np.linalg.svd(rel)
-    rel = u @ vt
-    s = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
-                  rel[..., 1, 0] - rel[..., 0, 1]], -1)  # fmt: skip
-    c = np.trace(rel, axis1=-2, axis2=-1) - 1.0
-    return np.degrees(np.arctan2(np.linalg.norm(s, axis=-1), c))
+    from bench.fbx_read import rotation_angle_deg
+
+    return rotation_angle_deg(a, b)
 
 
 def fbx_round_trip(obj, last_frame: int) -> dict[str, float]:
