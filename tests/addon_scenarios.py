@@ -285,7 +285,7 @@ def scenario_capture_rigify(args) -> dict:
 
 def scenario_bad_inputs(args) -> dict:
     """Each bad input: the operator's result, and whether the scene changed."""
-    video, fake_engine_dir = args[0], Path(args[1])
+    video, fake_engine_dir, corrupt_video, empty_video = args[0], Path(args[1]), args[2], args[3]
     obj = webxr_hand("right")
     robot_data = bpy.data.armatures.new("Robot")
     robot = bpy.data.objects.new("Robot", robot_data)
@@ -303,6 +303,8 @@ def scenario_bad_inputs(args) -> dict:
         "no_hand_bones": dict(target=robot),
         "engine_not_found": dict(python="/nonexistent/bin/python"),
         "video_missing": dict(video="/nonexistent/clip.mp4"),
+        "video_corrupt": dict(video=corrupt_video),
+        "no_hands": dict(video=empty_video),
         "models_not_built": dict(python=str(fake_engine_dir / "no_models" / "python")),
         "engine_crash": dict(python=str(fake_engine_dir / "crash" / "python")),
     }

@@ -133,6 +133,18 @@ esac
     return python
 
 
+def _video_without_hands(path: Path) -> Path:
+    """12 frames of a grey wall: the real engine runs and finds no hand."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24.0, (128, 128))
+    for i in range(12):
+        writer.write(np.full((128, 128, 3), 90 + i, dtype=np.uint8))
+    writer.release()
+    return path
+
+
 def test_bad_inputs_are_reported_and_change_nothing(extension_zip, demo_video, tmp_path):
     fakes = tmp_path / "fakes"
     ok_info = {"version": "0.1.0", "take_version": 1, "device": "cpu", "models_built": True,
@@ -145,13 +157,18 @@ def test_bad_inputs_are_reported_and_change_nothing(extension_zip, demo_video, t
                  "echo '{\"event\": \"progress\", \"done\": 5, \"total\": 48}'; "
                  "echo 'Segmentation fault' >&2; exit 139")  # fmt: skip
     _fake_engine(fakes / "old", {**ok_info, "version": "0.0.3"}, "exit 1")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"not a video at all")
+    empty = _video_without_hands(tmp_path / "empty.mp4")
     r, output = run_scenario(extension_zip, "bad_inputs", str(demo_video), str(fakes),
-                             tmp=tmp_path)  # fmt: skip
+                             str(corrupt), str(empty), tmp=tmp_path)  # fmt: skip
     expected = {
         "no_armature": "choose the armature",
         "no_hand_bones": "no hand bones found in armature 'Robot'",
         "engine_not_found": "engine interpreter not found: /nonexistent/bin/python",
         "video_missing": "video not found: /nonexistent/clip.mp4",
+        "video_corrupt": "it is not a video file OpenCV can read",
+        "no_hands": "no hands were found in",
         "models_not_built": "the hand models are not built: run python3 build.py models",
         "engine_crash": "the engine stopped unexpectedly (exit code 139): Segmentation fault",
     }
