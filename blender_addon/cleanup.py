@@ -23,6 +23,8 @@ from handmocap.retarget.curves import (
     quat_angle_deg,
     reduce_rotation_keys,
     smooth_rotations,
+    splice_keys,
+    splice_rotation_keys,
 )
 from handmocap.retarget.rotations import matrix_to_quat, orthonormalize, quat_to_matrix
 from handmocap.retarget.solver import make_continuous
@@ -93,14 +95,10 @@ def _range_frames(start: int, end: int) -> np.ndarray:
 
 
 def _splice(bc: BoneCurves, start: int, end: int, frames: np.ndarray, quats: np.ndarray) -> None:
-    """Keep the bone's keys outside [start, end], put ``quats`` at ``frames`` inside."""
+    """Put ``quats`` at ``frames`` inside [start, end]; every whole frame outside the range
+    keeps the pose it showed (see :func:`splice_rotation_keys`)."""
     kf, kq = bc.keys()
-    outside = (kf < start) | (kf > end)
-    all_f = np.concatenate([kf[outside], frames])
-    all_q = np.concatenate([kq[outside], quats])
-    order = np.argsort(all_f, kind="stable")
-    all_f, all_q = all_f[order], all_q[order]
-    bc.write(all_f, make_continuous(all_q))
+    bc.write(*splice_rotation_keys(kf, kq, start, end, frames, quats))
 
 
 def smooth_range(obj: bpy.types.Object, start: int, end: int, sigma: float) -> int:
@@ -280,10 +278,9 @@ def merge_new_takes(obj: bpy.types.Object, old: dict[str, bpy.types.Action], sta
                 kf, kv = get_keys(fc)
                 nf, nv = get_keys(new_conf[fc.data_path])
                 inside = (nf >= start) & (nf <= end)
-                outside = (kf < start) | (kf > end)
-                f = np.concatenate([kf[outside], nf[inside]])
-                order = np.argsort(f, kind="stable")
-                set_keys(fc, f[order], np.concatenate([kv[outside], nv[inside]])[order])
+                if inside.any():
+                    f, v = splice_keys(kf, kv[:, None], start, end, nf[inside], nv[inside, None])
+                    set_keys(fc, f, v[:, 0])
         for track in list(data.nla_tracks):
             if any(strip.action == new for strip in track.strips):
                 data.nla_tracks.remove(track)

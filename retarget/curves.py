@@ -461,7 +461,119 @@ def fill_gap(
     return out
 
 
-# -- 5. resampling ----------------------------------------------------------------------------
+# -- 5. splicing new keys into a range ---------------------------------------------------------
+
+
+def _boundary_keys(
+    key_frames: np.ndarray, key_values: np.ndarray, start: float, end: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The keys kept before and after [start, end], each side closed by a boundary key.
+
+    A boundary key sits on the last whole frame before ``start`` (the first after ``end``)
+    and holds the old curve's raw per-channel linear interpolation there, so the segment
+    between it and the nearest kept key evaluates exactly as before. It is added only where
+    the side has kept keys and none of them is on the boundary frame or nearer the range.
+
+    Returns (before_frames (B,), before_values (B, D), after_frames (A,), after_values (A, D)).
+    """
+    lo, hi = float(np.ceil(start) - 1.0), float(np.floor(end) + 1.0)
+    before, after = key_frames < start, key_frames > end
+    bf, bv = key_frames[before], key_values[before]
+    af, av = key_frames[after], key_values[after]
+    i0, i1, w = _bracket(key_frames, np.array([lo, hi]))
+    edge = (1.0 - w)[:, None] * key_values[i0] + w[:, None] * key_values[i1]
+    if len(bf) and bf[-1] < lo:
+        bf, bv = np.append(bf, lo), np.concatenate([bv, edge[:1]])
+    if len(af) and af[0] > hi:
+        af, av = np.insert(af, 0, hi), np.concatenate([edge[1:], av])
+    return bf, bv, af, av
+
+
+def _splice_inputs(
+    key_frames: np.ndarray, key_values: np.ndarray, start: float, end: float,
+    new_frames: np.ndarray, new_values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Validated float64 copies of :func:`splice_keys`'s arguments."""
+    new_frames = _times("new_frames", new_frames)
+    new_values = _array("new_values", new_values, (len(new_frames), None), "(N, D)")
+    d = new_values.shape[1]
+    key_frames = np.asarray(key_frames, dtype=np.float64)
+    if len(key_frames):
+        key_frames = _times("key_frames", key_frames)
+    key_values = _array("key_values", key_values, (len(key_frames), d),
+                        f"(K, D) = ({len(key_frames)}, {d})")  # fmt: skip
+    if not (np.isfinite(start) and np.isfinite(end) and start <= end):
+        raise ValueError(f"the range [{start}, {end}] is empty or not finite")
+    if new_frames[0] < start or new_frames[-1] > end:
+        raise ValueError(f"new_frames must lie inside [{start}, {end}]")
+    return key_frames, key_values, new_frames, new_values
+
+
+def splice_keys(
+    key_frames: np.ndarray,
+    key_values: np.ndarray,
+    start: float,
+    end: float,
+    new_frames: np.ndarray,
+    new_values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the LINEAR keys of a curve on [start, end] by new ones, so that every whole
+    frame outside the range evaluates exactly as before, whatever the key layout (a curve
+    reduced to a few keys or one key per frame).
+
+    Keys outside the range are kept; where the old curve interpolated across a range
+    boundary, a boundary key holding the old curve's value is added (see
+    :func:`_boundary_keys`). Frames before the curve's first key and after its last key
+    (constant extrapolation) are not part of any kept segment and are not pinned.
+
+    Args:
+        key_frames: (K,) the curve's key frames, strictly increasing (K may be 0).
+        key_values: (K, D) the keyed values, one column per channel.
+        start, end: the range, in frames (start <= end).
+        new_frames: (N,) frames of the new keys, strictly increasing, inside [start, end].
+        new_values: (N, D) their values.
+
+    Returns:
+        (frames (M,), values (M, D)): the spliced keys, strictly increasing frames.
+    """
+    kf, kv, nf, nv = _splice_inputs(key_frames, key_values, start, end, new_frames, new_values)
+    if not len(kf):
+        return nf, nv
+    bf, bv, af, av = _boundary_keys(kf, kv, start, end)
+    return np.concatenate([bf, nf, af]), np.concatenate([bv, nv, av])
+
+
+def splice_rotation_keys(
+    key_frames: np.ndarray,
+    key_quats: np.ndarray,
+    start: float,
+    end: float,
+    new_frames: np.ndarray,
+    new_quats: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`splice_keys` for quaternion curves (w, x, y, z), hemisphere-aware.
+
+    The new keys are made sign-continuous with the kept key before them, and the kept keys
+    after the range are negated as a block when that makes the seam continuous: negating
+    every key of a stretch leaves what it shows unchanged, while a sign flip between two
+    keys would spin the bone the long way round between them. Old keys are otherwise
+    written as they were (even where the old curve itself had such a flip).
+
+    Args / Returns: as :func:`splice_keys` with D = 4.
+    """
+    kf, kq, nf, nq = _splice_inputs(key_frames, key_quats, start, end, new_frames, new_quats)
+    nq = make_continuous(nq)
+    if not len(kf):
+        return nf, nq
+    bf, bq, af, aq = _boundary_keys(kf, kq, start, end)
+    if len(bq) and np.dot(bq[-1], nq[0]) < 0.0:
+        nq = -nq
+    if len(aq) and np.dot(nq[-1], aq[0]) < 0.0:
+        aq = -aq
+    return np.concatenate([bf, nf, af]), np.concatenate([bq, nq, aq])
+
+
+# -- 6. resampling ----------------------------------------------------------------------------
 
 
 def resample_rotations(

@@ -224,20 +224,32 @@ def scenario_capture_webxr(args) -> dict:
     after_keys = keyed_bones(obj)
     after = evaluated_rotations(obj, bones, frames, local=True)
     drift = angle_deg(before, after)
-    # cleanup tools keep the keys outside their range
+    # cleanup tools keep what every frame outside their range shows, here on curves that
+    # "Reduce keys" left sparse (old keys far outside the range interpolate across it)
     s.range_start, s.range_end = 20, 26
-    outside_before = evaluated_rotations(obj, bones, [10, 40])
+    outside = frames[(frames < 20) | (frames > 26)]
+    outside_before = evaluated_rotations(obj, bones, outside)
     smooth = bpy.ops.handmocap.smooth_range()
     fill = bpy.ops.handmocap.fill_gap()
-    outside_after = evaluated_rotations(obj, bones, [10, 40])
+    outside_after = evaluated_rotations(obj, bones, outside)
     fbx_errors = fbx_round_trip(obj, int(frames[-1]))
     # re-capture frames 30-40 only: the engine runs on those video frames, the keys there
     # are replaced, the rest stay, and no second take is left behind
     s.range_start, s.range_end = 30, 40
-    keep_before = evaluated_rotations(obj, bones, [10, 45])
+    outside = frames[(frames < 30) | (frames > 40)]
+    keep_before = evaluated_rotations(obj, bones, outside)
     recapture = bpy.ops.handmocap.recapture_range()
-    keep_after = evaluated_rotations(obj, bones, [10, 45])
+    keep_after = evaluated_rotations(obj, bones, outside)
     recaptured_keys = keyed_bones(obj)
+    recaptured_frames = keyed_frames(obj)
+    # the same on dense curves: re-smoothing every frame keys every frame, then re-capture
+    s.range_start, s.range_end = 1, int(frames[-1])
+    bpy.ops.handmocap.smooth_range()
+    dense_keys = min(v[2] for v in keyed_bones(obj).values())
+    s.range_start, s.range_end = 30, 40
+    dense_before = evaluated_rotations(obj, bones, outside)
+    recapture_dense = bpy.ops.handmocap.recapture_range()
+    dense_after = evaluated_rotations(obj, bones, outside)
     return {
         "status": sorted(status), "seconds": seconds, "keys": keys, "fbx_max_deg": fbx_errors,
         "dir_median": float(np.median(errors)), "dir_max": float(errors.max()),
@@ -252,8 +264,11 @@ def scenario_capture_webxr(args) -> dict:
         "recapture_outside_drift_deg": float(angle_deg(keep_before, keep_after).max()),
         "recapture_keys_in_range": min(
             int(np.sum((np.array(v) >= 30) & (np.array(v) <= 40)))
-            for v in keyed_frames(obj).values()
+            for v in recaptured_frames.values()
         ),
+        "dense_keys_per_bone": dense_keys,
+        "recapture_dense": sorted(recapture_dense),
+        "recapture_dense_outside_drift_deg": float(angle_deg(dense_before, dense_after).max()),
         "actions_after_recapture": sorted(a.name for a in bpy.data.actions),
         "keys_after_recapture": {k: v[:2] for k, v in recaptured_keys.items()},
     }  # fmt: skip

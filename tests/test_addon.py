@@ -90,14 +90,19 @@ def test_capture_into_the_webxr_hand(extension_zip, demo_video, tmp_path):
     assert removed >= 0.60, f"only {removed:.0%} of keys removed"
     assert r["reduce_max_drift_deg"] <= 1.0 + 1e-3
     assert r["cleanup"] == [["FINISHED"], ["FINISHED"]]
-    assert r["cleanup_outside_drift_deg"] < 1e-3  # frames outside the range kept
+    assert r["cleanup_outside_drift_deg"] < 1e-3  # every frame outside the range kept
     assert r["confidence_prop"]
     # FBX (Unity preset) read back by two independent readers: every bone, every frame
     assert set(r["fbx_max_deg"]) == {"ufbx", "assimp"}
     assert max(r["fbx_max_deg"].values()) <= 0.1, r["fbx_max_deg"]
     # re-capture of frames 30-40: keys there again (one per frame), the rest untouched
     assert r["recapture"] == ["FINISHED"]
+    # on every frame outside 30-40, on the sparse curves that key reduction left ...
     assert r["recapture_outside_drift_deg"] < 1e-3
+    # ... and on dense ones (a key on every frame)
+    assert r["dense_keys_per_bone"] == 48
+    assert r["recapture_dense"] == ["FINISHED"]
+    assert r["recapture_dense_outside_drift_deg"] < 1e-3
     assert r["recapture_keys_in_range"] == 11
     assert all(v == [1.0, 48.0] for v in r["keys_after_recapture"].values())
     assert len(r["actions_after_recapture"]) == 1, r["actions_after_recapture"]

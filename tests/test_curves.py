@@ -15,6 +15,8 @@ from handmocap.retarget.curves import (
     resample_linear,
     resample_rotations,
     smooth_rotations,
+    splice_keys,
+    splice_rotation_keys,
 )
 from handmocap.retarget.rotations import (
     axis_angle_to_matrix,
@@ -293,6 +295,65 @@ def test_resample_linear():
     values = np.array([[0.0, 1.0], [2.0, 1.0], [6.0, -3.0]])
     out = resample_linear(src, values, np.array([-1.0, 0.5, 2.0, 3.0, 9.0]))
     np.testing.assert_allclose(out, [[0, 1], [1, 1], [4, -1], [6, -3], [6, -3]])
+
+
+# -- splicing a range ------------------------------------------------------------------------
+
+
+def _outside_drift_deg(kf, kq, f2, q2, start, end):
+    """Largest angle (degrees) on the whole frames outside [start, end], within the old
+    keys' span, between what the old and the spliced curves show."""
+    frames = np.arange(kf[0], kf[-1] + 1.0)
+    frames = frames[(frames < start) | (frames > end)]
+    return float(angle_deg(nlerp_curve(kf, kq, frames), nlerp_curve(f2, q2, frames)).max())
+
+
+@pytest.mark.parametrize(
+    "key_frames",
+    [
+        np.arange(0.0, 61.0),  # one key per frame, as a fresh capture
+        np.array([0.0, 12.0, 50.0, 60.0]),  # reduced to a few keys across the range
+        np.array([0.0, 7.0, 29.0, 33.0, 41.0, 60.0]),  # keys right at the boundaries
+        np.array([0.0, 20.0]),  # the curve ends before the range
+        np.array([45.0, 60.0]),  # ... and starts after it
+    ],
+    ids=["dense", "sparse", "boundary", "ends_before", "starts_after"],
+)
+def test_splice_keeps_every_frame_outside_the_range(key_frames):
+    rng = np.random.default_rng(5)
+    kq = make_continuous(quat(rng.normal(0.0, 0.8, (len(key_frames), 3))))
+    kq *= rng.uniform(0.9, 1.1, (len(kq), 1))  # keyed values need not be unit length
+    new_frames = np.arange(30.0, 41.0)
+    new_q = -quat(rng.normal(0.0, 0.8, (len(new_frames), 3)))  # the other hemisphere
+    f2, q2 = splice_rotation_keys(key_frames, kq, 30, 40, new_frames, new_q)
+    assert np.all(np.diff(f2) > 0)
+    assert _outside_drift_deg(key_frames, kq, f2, q2, 30, 40) < 1e-9
+    inside = (f2 >= 30) & (f2 <= 40)
+    np.testing.assert_array_equal(f2[inside], new_frames)
+    assert angle_deg(q2[inside], new_q).max() < 1e-9  # the new poses, up to sign
+    assert np.all(np.sum(q2[1:] * q2[:-1], axis=1) > 0)  # no long-way spin at the seams
+
+
+def test_splice_adds_a_key_only_where_a_kept_segment_crosses_the_boundary():
+    kf = np.array([0.0, 12.0, 50.0, 60.0])
+    kv = np.array([[0.0], [12.0], [50.0], [60.0]])  # value == frame: a straight line
+    f, v = splice_keys(kf, kv, 30, 40, np.array([30.0, 35.0, 40.0]), np.full((3, 1), -1.0))
+    np.testing.assert_array_equal(f, [0, 12, 29, 30, 35, 40, 41, 50, 60])
+    np.testing.assert_allclose(v[:, 0], [0, 12, 29, -1, -1, -1, 41, 50, 60])
+    # Keys already on the boundary frames: nothing to add.
+    kf = np.array([0.0, 29.0, 41.0, 60.0])
+    f, _ = splice_keys(kf, kf[:, None], 30, 40, np.array([35.0]), np.zeros((1, 1)))
+    np.testing.assert_array_equal(f, [0, 29, 35, 41, 60])
+    # No old keys at all: the new keys alone.
+    f, v = splice_keys(np.zeros(0), np.zeros((0, 1)), 30, 40, np.array([35.0]), np.ones((1, 1)))
+    np.testing.assert_array_equal(f, [35])
+
+
+def test_splice_refuses_new_keys_outside_the_range():
+    with pytest.raises(ValueError, match="inside"):
+        splice_keys(np.arange(5.0), np.zeros((5, 1)), 1, 2, np.array([3.0]), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="empty"):
+        splice_keys(np.arange(5.0), np.zeros((5, 1)), 3, 2, np.array([3.0]), np.zeros((1, 1)))
 
 
 # -- shapes ----------------------------------------------------------------------------------------
