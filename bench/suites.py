@@ -438,6 +438,53 @@ def suite_keyframes(ref: float) -> Result:
     ))  # fmt: skip
 
 
+NOISE_SEEDS = (0, 1, 2)
+
+
+def suite_render_spread(ref: float) -> Result:
+    """How much render noise moves the figures the tests assert: the demo and crossing clips
+    rendered with Cycles seeds 0, 1 and 2 (same scene, other pixels, as on another CPU);
+    per seed our engine and MediaPipe's solution against the truth, and ours / MediaPipe.
+    Tests take their margins from the spread seen here."""
+    from handmocap.inference.capture import capture
+
+    from .mediapipe_reference import detections_from_take, run_mediapipe_solution, score_2d
+
+    metrics = []
+    for preset in ("demo", "two_crossing"):
+        ours_rates, theirs_rates, ratios, handed = [], [], [], []
+        for seed in NOISE_SEEDS:
+            mp4, npz = cached_clip(preset, noise_seed=seed)
+            gt = load_ground_truth(npz)
+            take = capture(mp4).take
+            ours = score_2d(detections_from_take(take, gt.num_frames), gt.keypoints_px,
+                            gt.visibility, gt.handedness, 60.0)  # fmt: skip
+            run = run_mediapipe_solution(mp4, max_hands=2)
+            theirs = score_2d(run.frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+            ours_rates.append(ours.detection_rate)
+            theirs_rates.append(theirs.detection_rate)
+            ratios.append(ours.detection_rate / max(theirs.detection_rate, 1e-9))
+            handed.append(ours.handedness_accuracy)
+            metrics += [
+                Metric(f"{preset}_seed{seed}_detection_rate", round(ours.detection_rate, 4),
+                       "share", f"MediaPipe {theirs.detection_rate:.4f}"),
+                Metric(f"{preset}_seed{seed}_median_2d_error", round(ours.median_px, 2), "px",
+                       f"MediaPipe {theirs.median_px:.2f}"),
+                Metric(f"{preset}_seed{seed}_tracks", len(take.tracks), "tracks",
+                       ", ".join(t.handedness for t in take.tracks)),
+            ]  # fmt: skip
+        metrics += [
+            Metric(f"{preset}_detection_rate_min_max",
+                   f"{min(ours_rates):.4f}..{max(ours_rates):.4f}", "share", "ours"),
+            Metric(f"{preset}_mediapipe_detection_rate_min_max",
+                   f"{min(theirs_rates):.4f}..{max(theirs_rates):.4f}", "share", "MediaPipe"),
+            Metric(f"{preset}_detection_ratio_to_mediapipe_min",
+                   round(min(ratios), 4), "x MediaPipe", "ours / MediaPipe, worst seed"),
+            Metric(f"{preset}_handedness_accuracy_min", round(min(handed), 4), "share"),
+        ]  # fmt: skip
+    return Result("render_spread", suite_render_spread.__doc__.strip(), ref, tuple(metrics))
+
+
 SUITES: dict[str, Callable[[float], Result]] = {
     "render": suite_render,
     "realism": suite_realism,
@@ -445,6 +492,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "mano": suite_mano,
     "retarget": suite_retarget,
     "keyframes": suite_keyframes,
+    "render_spread": suite_render_spread,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]

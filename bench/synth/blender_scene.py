@@ -47,7 +47,9 @@ def reset_blender() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
-def setup_render(width: int, height: int, samples: int, denoise: bool) -> bpy.types.Scene:
+def setup_render(
+    width: int, height: int, samples: int, denoise: bool, noise_seed: int = 0
+) -> bpy.types.Scene:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
@@ -61,7 +63,7 @@ def setup_render(width: int, height: int, samples: int, denoise: bool) -> bpy.ty
         scene.cycles.denoising_prefilter = "FAST"
         scene.cycles.denoising_input_passes = "RGB_ALBEDO"
     scene.cycles.use_light_tree = False
-    scene.cycles.seed = 0
+    scene.cycles.seed = noise_seed
     scene.cycles.max_bounces = 4
     scene.render.use_persistent_data = True
     scene.render.resolution_x = width

@@ -49,10 +49,24 @@ def clip_key(spec: ClipSpec) -> str:
     return h.hexdigest()[:16]
 
 
+# Set only by the render-robustness check (docs/testing.md): every clip is rendered with
+# this Cycles seed instead of 0, i.e. slightly different pixels, as on another CPU.
+NOISE_SEED_ENV = "HANDMOCAP_RENDER_NOISE_SEED"
+
+
+def noise_seed_from_env() -> int:
+    text = os.environ.get(NOISE_SEED_ENV, "").strip()
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        raise HandmocapError(f"{NOISE_SEED_ENV} must be an integer, got {text!r}") from None
+
+
 def cached_clip(preset: str, **overrides: object) -> tuple[Path, Path]:
     """(mp4, npz) of a preset clip with overrides, rendering it first if needed."""
     if preset not in PRESETS:
         raise HandmocapError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    overrides.setdefault("noise_seed", noise_seed_from_env())
     spec = PRESETS[preset].with_overrides(**overrides)
     folder = cache_root() / "clips" / f"{spec.name}-{clip_key(spec)}"
     mp4, npz = folder / f"{spec.name}.mp4", folder / f"{spec.name}.npz"

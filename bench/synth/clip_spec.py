@@ -30,6 +30,9 @@ class ClipSpec:
     samples: int = 16
     denoise: bool = True
     keep_png: bool = False
+    # Cycles' sampling seed: the same scene with other pixel noise, which is what another CPU
+    # gives too. Tests are checked against renders with another seed (see cache.py).
+    noise_seed: int = 0
 
     def validated(self) -> ClipSpec:
         if self.layout not in LAYOUTS:

@@ -114,7 +114,7 @@ def render_clip(
     look = random_look(rng, h_count, target)
 
     bs.reset_blender()
-    scene = bs.setup_render(spec.width, spec.height, spec.samples, spec.denoise)
+    scene = bs.setup_render(spec.width, spec.height, spec.samples, spec.denoise, spec.noise_seed)
     bs.add_camera(scene, k, spec.width, spec.height)
     bs.add_environment(scene, look)
     bhands = [
@@ -185,6 +185,7 @@ def render_clip(
                 "device": "CPU",
                 "samples": spec.samples,
                 "denoise": spec.denoise,
+                "noise_seed": spec.noise_seed,
                 "seconds_per_frame": round(seconds_per_frame, 3),
             },
             "keypoint_order": list(MEDIAPIPE_21),
