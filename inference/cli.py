@@ -5,21 +5,32 @@
     handmocap info --json
 
 Exit codes: 0 success (also when no hand was found: the take then has no tracks),
-1 bad input or a failure with a message, 2 bad usage, 130 interrupted.
+1 bad input or a failure with a message, 2 bad usage, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM, as the Blender add-on cancels). Interrupted or terminated runs
+leave no half-written output.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handmocap import __version__
 from handmocap.errors import HandmocapError
 
 from .backend import DEVICES
+
+if TYPE_CHECKING:
+    from .capture import CaptureConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--fov", type=float, help="horizontal field of view in degrees (default: a guess)"
     )
-    cap.add_argument("--fps", type=float, help="frame rate of an image folder (default 30)")
+    cap.add_argument(
+        "--fps", type=float,
+        help="frames per second, 1..1000: of an image folder (default 30), or overriding a "
+        "video's own rate (needed when the file does not say it)",
+    )  # fmt: skip
     cap.add_argument(
         "--mano-dir",
         type=Path,
@@ -62,6 +77,47 @@ def _parser() -> argparse.ArgumentParser:
 ENGINE_STAGES = (("mano_fit", True), ("deocclusion", False), ("motion_prior", False))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (the Blender add-on cancels so). It unwinds like Ctrl-C, so that every
+    ``atomic_output`` block deletes its temporary file, and the CLI then exits 143."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut clean-up short
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Show the engine's warnings (skipped files, missing frames, a short video) on stderr as
+    ``warning: ...`` lines while the block runs."""
+    logger = logging.getLogger("handmocap")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
+
+
 def _check_output(path: Path) -> None:
     if path.is_dir():
         raise HandmocapError(f"cannot write {path}: it is a folder; give a file name (take.npz)")
@@ -72,29 +128,91 @@ def _check_output(path: Path) -> None:
         raise HandmocapError(f"cannot write {path}: permission denied")
 
 
-def cmd_capture(args: argparse.Namespace) -> int:
-    from .capture import CaptureConfig, capture
-    from .progress import make_progress
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path once links are resolved, or
+    (both existing) the same device and inode, i.e. hard links."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_not_in_folder(flag: str, out: Path, folder: Path) -> None:
+    top, real = os.path.realpath(folder), os.path.realpath(out)
+    if real == top:
+        raise HandmocapError(f"{flag} {out} is the input frame folder; give an output file "
+                             "outside it")  # fmt: skip
+    if os.path.commonpath([real, top]) == top:
+        raise HandmocapError(f"{flag} {out} is inside the input frame folder {folder}; write "
+                             "outputs outside the folder of frames")  # fmt: skip
+    try:
+        st = os.stat(out)
+    except OSError:
+        return  # a new file outside the folder
+    for entry in os.scandir(folder):  # a hard or symbolic link to one of the frames
+        try:
+            frame = entry.stat()
+        except OSError:
+            continue
+        if (frame.st_dev, frame.st_ino) == (st.st_dev, st.st_ino):
+            raise HandmocapError(f"{flag} {out} is the same file as the frame {entry.path} of "
+                                 "the input folder; give the output another name")  # fmt: skip
+
+
+def _check_paths(video: Path, outputs: list[tuple[str, Path]]) -> None:
+    """Refuse, before any work, an output that is (through links too) the input video, in or
+    of the input frame folder, or another output."""
+    for i, (flag, out) in enumerate(outputs):
+        if video.is_dir():
+            _check_not_in_folder(flag, out, video)
+        elif _same_file(out, video):
+            raise HandmocapError(
+                f"{flag} {out} is the same file as the input video {video}; writing it would "
+                "replace the video. Give the output another name."
+            )
+        for other_flag, other in outputs[:i]:
+            if _same_file(out, other):
+                raise HandmocapError(f"{other_flag} {other} and {flag} {out} are the same file; "
+                                     "give each output its own name")  # fmt: skip
+
+
+def _capture_config(args: argparse.Namespace) -> CaptureConfig:
+    """The capture settings from the flags, every number checked (HandmocapError names the
+    flag): --fps finite 1..1000, --fov 10..170, --max-hands 1..4, the frame range."""
+    from .capture import CaptureConfig
     from .tracker import TrackerConfig
-    from .video import FrameRange
+    from .video import FrameRange, check_fps
+
+    if args.fps is not None:
+        check_fps(args.fps)
+    return CaptureConfig(
+        tracker=TrackerConfig(device=args.device, max_hands=args.max_hands),
+        frames=FrameRange(args.start, args.end, args.stride),
+        fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,
+    ).validated()  # fmt: skip
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .capture import capture
+    from .progress import make_progress
 
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
     progress = make_progress(kind)
+    outputs = [("-o", args.output)] + ([("--overlay", args.overlay)] if args.overlay else [])
     try:
-        for path in (args.output, args.overlay):
-            if path is not None:
+        with _sigterm_as_interrupt(), _warnings_to_stderr():
+            config = _capture_config(args)
+            _check_paths(args.video, outputs)
+            for _, path in outputs:
                 _check_output(path)
-        if args.mano_dir and not args.skip_mano:
-            from handmocap.models.mano_files import convert_mano_folder
+            if args.mano_dir and not args.skip_mano:
+                from handmocap.models.mano_files import convert_mano_folder
 
-            convert_mano_folder(args.mano_dir)  # fails now, before any work, if it is unusable
-        config = CaptureConfig(
-            tracker=TrackerConfig(device=args.device, max_hands=args.max_hands),
-            frames=FrameRange(args.start, args.end, args.stride),
-            fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,
-        )  # fmt: skip
-        result = capture(args.video, config, progress, overlay=args.overlay)
-        result.take.save(args.output)
+                convert_mano_folder(args.mano_dir)  # fails now, before any work, if unusable
+            result = capture(args.video, config, progress, overlay=args.overlay)
+            result.take.save(args.output)
     except HandmocapError as err:
         progress.error(str(err))
         print(f"error: {err}", file=sys.stderr)
@@ -153,6 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"capture": cmd_capture, "info": cmd_info}[args.command](args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        if argv is None:  # the program itself, not a caller in Python
+            # Every output was cleaned up while unwinding. Skip the interpreter's teardown
+            # (seconds with torch loaded): the add-on sends SIGKILL 2 s after SIGTERM.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(143)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,11 +7,13 @@ saved (it can also be made later from any take).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from handmocap.atomic import atomic_output
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import project
 from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
@@ -51,9 +53,15 @@ def _draw_outline(img: np.ndarray, verts_px: np.ndarray, faces: np.ndarray) -> N
 
 
 def write_overlay(video: Path, take: Take, path: Path, frames: FrameRange | None = None,
-                  fps: float | None = None, mano_dir: Path | None = None) -> Path:  # fmt: skip
-    """Draw ``take`` over ``video`` into ``path`` (MPEG-4)."""
-    source = VideoSource(video, frames, fps=fps)
+                  fps: float | None = None, mano_dir: Path | None = None,
+                  on_frame: Callable[[int, int], None] | None = None) -> Path:  # fmt: skip
+    """Draw ``take`` over ``video`` into ``path`` (MPEG-4), one output frame per frame read;
+    ``on_frame(done, frame_index)`` is called after each frame drawn (for progress).
+
+    Written through :func:`atomic_output`: ``path`` is the complete video or untouched (an
+    exception or Ctrl-C deletes the temporary file). A folder frame that cannot be decoded
+    becomes a grey frame saying so, so the overlay keeps the video's timing."""
+    source = VideoSource(video, frames, fps=fps, log_warnings=False)  # capture already warned
     info = source.info
     k = np.asarray(take.header["intrinsics"])
     by_frame: dict[int, list[tuple[Track, int]]] = {}
@@ -64,28 +72,50 @@ def write_overlay(video: Path, take: Take, path: Path, frames: FrameRange | None
         mesh = _mesh_vertices(tr, mano_dir)
         if mesh is not None:
             meshes[tr.track_id] = (project(mesh[0], k), mesh[1])
-    part = Path(path).with_name(Path(path).stem + ".part.mp4")
-    stride = (frames or FrameRange()).stride
-    writer = cv2.VideoWriter(str(part), cv2.VideoWriter_fourcc(*"mp4v"), info.fps / stride,
-                             (info.width, info.height))  # fmt: skip
-    if not writer.isOpened():
-        raise HandmocapError(f"cannot write the overlay video {path}: check the folder is writable")
-    try:
-        for frame, rgb in source:
-            img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-            scale = max(1, round(max(img.shape[:2]) / 640))
-            for tr, row in by_frame.get(frame, []):
-                if tr.track_id in meshes:
-                    verts_px, faces = meshes[tr.track_id]
-                    _draw_outline(img, verts_px[row], faces)
-                _draw_hand(img, tr, row, scale)
-            cv2.putText(img, f"frame {frame}", (8 * scale, 20 * scale), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.5 * scale, (255, 255, 255), scale, cv2.LINE_AA)  # fmt: skip
-            writer.write(img)
-    finally:
-        writer.release()
-    part.replace(path)
+    stride = source.range.stride
+    scale = max(1, round(max(info.width, info.height) / 640))
+    with atomic_output(Path(path), suffix=".mp4") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), info.fps / stride,
+                                 (info.width, info.height))  # fmt: skip
+        if not writer.isOpened():
+            raise HandmocapError(
+                f"cannot write the overlay video {path}: OpenCV cannot open an MPEG-4 writer "
+                "there; check the folder is writable"
+            )
+        try:
+            expected, done = source.range.start, 0
+            for frame, rgb in source:
+                for gap in range(expected, frame, stride):  # frames that could not be decoded
+                    writer.write(_missing_frame(info.height, info.width, gap, scale))
+                expected = frame + stride
+                img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+                for tr, row in by_frame.get(frame, []):
+                    if tr.track_id in meshes:
+                        verts_px, faces = meshes[tr.track_id]
+                        _draw_outline(img, verts_px[row], faces)
+                    _draw_hand(img, tr, row, scale)
+                _label(img, f"frame {frame}", scale)
+                writer.write(img)
+                done += 1
+                if on_frame is not None:
+                    on_frame(done, frame)
+            for gap in (m for m in source.missing_frames if m >= expected):  # at the end
+                writer.write(_missing_frame(info.height, info.width, gap, scale))
+        finally:
+            writer.release()
     return Path(path)
+
+
+def _label(img: np.ndarray, text: str, scale: int) -> None:
+    cv2.putText(img, text, (8 * scale, 20 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                (255, 255, 255), scale, cv2.LINE_AA)  # fmt: skip
+
+
+def _missing_frame(height: int, width: int, frame: int, scale: int) -> np.ndarray:
+    """A grey BGR (H, W, 3) frame standing in for one that could not be decoded."""
+    img = np.full((height, width, 3), 64, np.uint8)
+    _label(img, f"frame {frame}: could not be decoded", scale)
+    return img
 
 
 def _draw_hand(img: np.ndarray, tr: Track, row: int, scale: int) -> None:
