@@ -193,6 +193,7 @@ class EngineRun:
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self.done = 0
         self.total = 0
+        self.overall: float | None = None  # the engine's fraction of the whole run, if sent
         self.status = "starting the engine"
         self.error: str | None = None
         self.take_path: Path | None = None
@@ -234,6 +235,8 @@ class EngineRun:
 
     @property
     def fraction(self) -> float:
+        if self.overall is not None:
+            return self.overall
         return min(1.0, self.done / self.total) if self.total else 0.0
 
     def poll(self) -> bool:
@@ -252,21 +255,52 @@ class EngineRun:
             self._conclude()
         return self.finished
 
+    # What the status text calls each engine stage (an unknown one: its name).
+    STAGE_TEXT = {"tracking": "tracking", "mano_fit": "fitting MANO",
+                  "overlay": "drawing the overlay", "writing_take": "writing the take"}  # fmt: skip
+
+    @staticmethod
+    def _left(eta: object) -> str:
+        """', 42 s left' / ', 1:05 left' from an ETA in seconds; '' when there is none."""
+        if not isinstance(eta, int | float) or isinstance(eta, bool) or not eta >= 0:
+            return ""
+        if eta < 60:
+            return f", {eta:.0f} s left"
+        return f", {int(eta // 60)}:{int(eta % 60):02d} left"
+
+    def _take_overall(self, event: dict) -> None:
+        overall = event.get("overall")
+        if isinstance(overall, int | float) and not isinstance(overall, bool):
+            # never backwards, even if lines arrive out of step
+            self.overall = max(self.overall or 0.0, min(1.0, max(0.0, float(overall))))
+
     def _handle(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "start":
             self.total = int(event.get("frames") or 0)
             self.status = f"capturing on {event.get('device', '?')}"
+            self._take_overall(event)
+        elif kind == "stage":
+            self.done, self.total = 0, int(event.get("total") or 0)
+            name = str(event.get("stage", ""))
+            self.status = self.STAGE_TEXT.get(name, name.replace("_", " "))
+            self._take_overall(event)
         elif kind == "progress":
             self.done = int(event.get("done", self.done))
             self.total = int(event.get("total", self.total) or self.total)
-            eta = event.get("eta_s")
-            fps = event.get("fps")
-            self.status = f"frame {self.done}/{self.total}, {fps} fps" + (
-                f", {eta:.0f} s left" if isinstance(eta, int | float) else ""
-            )
+            self._take_overall(event)
+            stage = event.get("stage", "tracking")
+            if stage == "tracking":
+                fps = event.get("fps")
+                self.status = f"frame {self.done}/{self.total}, {fps} fps"
+            else:
+                share = min(1.0, self.done / self.total) if self.total else 0.0
+                name = self.STAGE_TEXT.get(str(stage), str(stage).replace("_", " "))
+                self.status = f"{name} {100 * share:.0f}%"
+            self.status += self._left(event.get("eta_s"))
         elif kind == "done":
             self._done_event = event
+            self._take_overall(event)
         elif kind == "error":
             self.error = str(event.get("message", "the engine reported an error"))
 

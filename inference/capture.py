@@ -12,12 +12,12 @@ from handmocap import __version__
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 
-from .mano_fit import FitConfig, build_fitter
+from .mano_fit import FitConfig, ManoFitter, build_fitter
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
 from .take import FrameFlag, Take, Track, make_header
 from .tracker import HandTracker, Observation, TrackerConfig
-from .video import FrameRange, VideoSource
+from .video import FrameRange, VideoSource, check_fps
 
 # Keypoints the network places outside the image are guesses: halve their confidence.
 OUTSIDE_IMAGE_CONFIDENCE = 0.5
@@ -40,8 +40,8 @@ class CaptureConfig:
     def validated(self) -> CaptureConfig:
         if self.fov_deg is not None and not 10.0 <= self.fov_deg <= 170.0:
             raise HandmocapError(f"--fov must be 10..170 degrees, got {self.fov_deg}")
-        if self.fps is not None and self.fps <= 0:
-            raise HandmocapError(f"--fps must be positive, got {self.fps}")
+        if self.fps is not None:
+            check_fps(self.fps)
         self.tracker.validated()
         self.frames.validated()
         return self
@@ -115,7 +115,8 @@ def capture(
     fov = config.fov_deg or DEFAULT_FOV_DEG
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
-    progress.start(total, device=tracker.models.backend.device,
+    stages = [*(["mano_fit"] if config.fit_mano else []), *(["overlay"] if overlay else [])]
+    progress.start(total, stages=stages, device=tracker.models.backend.device,
                    provider=tracker.models.backend.providers[0], width=info.width,
                    height=info.height, fps=info.fps)  # fmt: skip
     started = time.perf_counter()
@@ -134,10 +135,10 @@ def capture(
     k = intrinsics_from_fov(info.width, info.height, fov)
     hand_model = None
     if config.fit_mano and tracks:
+        progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
         fitter, files = build_fitter(config.mano_dir, tracker.models.backend, config.fit)
         hand_model = files.model_id
-        tracks = tuple(_with_mano(t, fitter.fit(t.handedness, t.keypoints_2d, t.keypoints_rel_depth,
-                                                   t.confidence, k)) for t in tracks)  # fmt: skip
+        tracks = _fit_tracks(fitter, tracks, k, progress)
     seconds = time.perf_counter() - started
     header = make_header(
         info.path, info.fps / config.frames.stride, info.width, info.height, k,
@@ -152,10 +153,34 @@ def capture(
         mano_seconds=round(seconds - tracking_seconds, 3),
     )  # fmt: skip
     header["hand_model"] = hand_model
+    # What the source did not deliver (a truncated file, undecodable or skipped frames):
+    # kept with the take so that nobody mistakes a short take for the whole clip.
+    header.update(warnings=list(source.warnings), frames_short=source.frames_short,
+                  missing_frames=list(source.missing_frames))  # fmt: skip
     take = Take(header, tracks)
     if overlay:
-        write_overlay(video, take, overlay, config.frames, fps=config.fps, mano_dir=config.mano_dir)
+        progress.stage("overlay", done, "frames")
+        write_overlay(video, take, overlay, config.frames, fps=config.fps,
+                      mano_dir=config.mano_dir, on_frame=progress.update)  # fmt: skip
+        progress.update(done)  # the stage ends even if some frames were not drawn
     return CaptureResult(take, done, seconds, tracker.detector_runs)
+
+
+def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
+                progress: Progress) -> tuple[Track, ...]:  # fmt: skip
+    """Fit MANO to each track, reporting the frames fitted so far (of all tracks) as the
+    optimisation of each track advances."""
+    fitted, offset = [], 0
+    for t in tracks:
+
+        def report(fraction: float, offset: int = offset, n: int = len(t)) -> None:
+            progress.update(offset + round(n * fraction))
+
+        fit = fitter.fit(t.handedness, t.keypoints_2d, t.keypoints_rel_depth, t.confidence, k,
+                         on_progress=report)  # fmt: skip
+        fitted.append(_with_mano(t, fit))
+        offset += len(t)
+    return tuple(fitted)
 
 
 def _with_mano(track: Track, fit) -> Track:

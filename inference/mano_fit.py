@@ -22,6 +22,8 @@ flat hand is turned, which the 2D term alone cannot (foreshortening has no sign)
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,8 @@ from handmocap.retarget.rotations import matrix_to_axis_angle
 from .backend import Backend, create_session
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
+# ``fit`` reports its progress at most this often (seconds apart), and always at the end.
+PROGRESS_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -186,9 +190,14 @@ class ManoFitter:
         self.hi = torch.as_tensor(lim[..., 1], dtype=torch.float32)
 
     def fit(self, side: str, uv: np.ndarray, rel_depth: np.ndarray, confidence: np.ndarray,
-            intrinsics: np.ndarray) -> ManoFit:  # fmt: skip
+            intrinsics: np.ndarray,
+            on_progress: Callable[[float], None] | None = None) -> ManoFit:  # fmt: skip
         """uv (T, 21, 2) px; rel_depth (T, 21) px-scaled relative depth; confidence (T, 21);
-        intrinsics K (3, 3)."""
+        intrinsics K (3, 3).
+
+        ``on_progress(fraction)``, if given, is called with the share of the optimisation
+        steps done (increasing, 0 < fraction <= 1), at most every ``PROGRESS_INTERVAL_S``
+        seconds and always with 1.0 at the end; it does not change the result."""
         cfg = self.config
         rig = self.rigs[side]
         t = uv.shape[0]
@@ -222,7 +231,8 @@ class ManoFitter:
             kp = fk(rig, r, betas.expand(t, 10))
             return r, kp - kp[:, :1] + transl[:, None]
 
-        for _ in range(cfg.iterations):
+        reported = time.perf_counter()
+        for step in range(cfg.iterations):
             r, cam = camera_keypoints()
             centred = cam - cam.mean(dim=1, keepdim=True)
             aligned = _scale_align(w3, centred.detach())
@@ -245,6 +255,11 @@ class ManoFitter:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if on_progress is not None and step + 1 < cfg.iterations:
+                now = time.perf_counter()
+                if now - reported >= PROGRESS_INTERVAL_S:
+                    reported = now
+                    on_progress((step + 1) / cfg.iterations)
         with torch.no_grad():
             r, cam = camera_keypoints()
         rots = r.numpy().astype(np.float64)
@@ -252,6 +267,8 @@ class ManoFitter:
         transl_np = transl.detach().numpy().astype(np.float64)
         betas_np = betas.detach().numpy().astype(np.float64)
         rest = rig.rest + np.einsum("kcb,b->kc", rig.shape, betas_np)
+        if on_progress is not None:
+            on_progress(1.0)
         return ManoFit(
             pose=pose,
             betas=betas_np,
