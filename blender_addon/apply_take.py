@@ -7,20 +7,30 @@ Video frames map to scene frames through time: the take's first frame lands on
 rotations are resampled (slerp) at the scene's whole frames. The take's per-frame
 confidence is keyed as a custom property (``hm_confidence_R``/``_L``, 0..1, 0 where the
 hand was lost) so the animator sees where the capture is weak.
+
+Nothing is keyed from a take that would put garbage into the scene: everything that will
+be keyed is computed and checked first (finite rotations, locations and confidences, a sane
+frame rate, a bounded number of keys, frames Blender can hold), and only then written. A
+take that fails a check raises :class:`HandmocapError` naming the problem, with the scene
+untouched; any other failure while writing is undone by an :class:`AnimationSnapshot`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, Final
 
 import bpy
 import numpy as np
 
+from handmocap.errors import HandmocapError
 from handmocap.inference.take import Take, Track
+from handmocap.retarget.armature import ArmatureSpec
 from handmocap.retarget.curves import resample_linear, resample_rotations
-from handmocap.retarget.rig_profiles import RigMapping
+from handmocap.retarget.rig_profiles import HandBones, RigMapping
 from handmocap.retarget.solver import (
     CAMERA_FIRST_PERSON,
     CAMERA_IN_FRONT,
@@ -36,9 +46,25 @@ from .armature_io import (
     read_armature_spec,
     units_per_metre,
 )
-from .keyframes import ActionWriter
+from .keyframes import HAS_SLOTS, ActionWriter
 
 SIDE_SUFFIX = {"left": "L", "right": "R"}
+
+# Limits on what one take may key (see _plan). A video frame may spread over at most this
+# many scene frames (a 6 fps video into a 24 fps scene); more means the take's frame rate is
+# wrong (an fps of 0.07 turned 48 samples into a million keys).
+MAX_SCENE_FRAMES_PER_VIDEO_FRAME: Final = 4.0
+# Keys one capture may write, all hands and curves together (a 10-minute two-hand capture
+# at 30 fps is about 2.5 million).
+MAX_KEYS: Final = 5_000_000
+# Frame rates above this are no camera's: the header is damaged.
+MAX_VIDEO_FPS: Final = 10_000.0
+# Blender's MAXFRAME: keys beyond it cannot be shown or played.
+BLENDER_MAX_FRAME: Final = 1_048_574
+# A hand needs this many samples to be keyed as motion.
+MIN_SAMPLES: Final = 2
+
+_DAMAGED = "the take file is damaged; capture again"
 
 
 class CameraPlacement(Enum):
@@ -94,9 +120,146 @@ class HandSeries:
     rest_keypoints: np.ndarray | None  # (21, 3)
 
 
+# -- checking the take ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TakeTiming:
+    """The take's clock, checked. ``fps`` is the rate of the take's samples (the video's
+    frame rate divided by the stride); video frame ``first`` is the first of the range."""
+
+    fps: float
+    stride: int
+    first: int
+
+    @property
+    def video_fps(self) -> float:
+        """Frames per second of the video the frame indices count."""
+        return self.fps * self.stride
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _whole_number(value: Any, what: str, minimum: int) -> int:
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) != int(value):
+        raise HandmocapError(f"the take's {what} is {value!r}; it must be a whole number: "
+                             f"{_DAMAGED}")  # fmt: skip
+    if int(value) < minimum:
+        raise HandmocapError(f"the take's {what} is {int(value)}; it must be at least {minimum}: "
+                             f"{_DAMAGED}")  # fmt: skip
+    return int(value)
+
+
+def take_timing(take: Take) -> TakeTiming:
+    """The take header's frame rate and frame range, checked. Raises HandmocapError naming
+    the field and its value."""
+    header = take.header
+    if not isinstance(header, dict):
+        raise HandmocapError(f"the take's header is not a JSON object: {_DAMAGED}")
+    if "fps" not in header:
+        raise HandmocapError(f"the take's header has no frame rate (fps): {_DAMAGED}")
+    fps = header["fps"]
+    if not _is_number(fps) or not math.isfinite(float(fps)) or float(fps) <= 0.0:
+        raise HandmocapError(f"the take's frame rate is {fps!r} fps; it must be a positive "
+                             f"number: {_DAMAGED}")  # fmt: skip
+    frame_range = header.get("frame_range") or {}
+    if not isinstance(frame_range, dict):
+        raise HandmocapError(f"the take's frame_range is {frame_range!r}, not a JSON object: "
+                             f"{_DAMAGED}")  # fmt: skip
+    stride = _whole_number(frame_range.get("stride", 1) or 1, "frame stride", 1)
+    first = _whole_number(frame_range.get("start", 0) or 0, "first frame", 0)
+    timing = TakeTiming(float(fps), stride, first)
+    if timing.video_fps > MAX_VIDEO_FPS:
+        raise HandmocapError(f"the take's frame rate is {timing.video_fps:g} fps, above the "
+                             f"{MAX_VIDEO_FPS:g} fps any camera records: {_DAMAGED}")  # fmt: skip
+    return timing
+
+
+def scene_fps(scene: bpy.types.Scene) -> float:
+    """The scene's frame rate (frames per second), checked."""
+    fps = scene.render.fps / scene.render.fps_base
+    if not math.isfinite(fps) or fps <= 0.0:
+        raise HandmocapError(f"the scene's frame rate is {fps:g} fps: set a positive frame "
+                             "rate (Output Properties > Format)")  # fmt: skip
+    return fps
+
+
+def _check_rate(timing: TakeTiming, fps: float) -> None:
+    """Refuse a take whose video frames would each spread over many scene frames."""
+    ratio = fps / timing.video_fps
+    if ratio > MAX_SCENE_FRAMES_PER_VIDEO_FRAME:
+        strided = f", one sample every {timing.stride} frames" if timing.stride > 1 else ""
+        raise HandmocapError(
+            f"the take's frame rate is {timing.video_fps:g} fps{strided}: each video frame "
+            f"would spread over {ratio:.0f} scene frames at {fps:g} fps (at most "
+            f"{MAX_SCENE_FRAMES_PER_VIDEO_FRAME:g} are keyed); the take's fps is wrong: capture "
+            "again, or bring the scene's frame rate closer to the video's"
+        )
+
+
+_TRACK_FIELDS = (
+    # field, label, shape (T = the track's frame count)
+    ("mano_pose", "rotations (mano_pose)", ("T", 16, 3)),
+    ("confidence", "confidences", ("T", 21)),
+    ("translation", "wrist positions (translation)", ("T", 3)),
+    ("rest_keypoints", "rest hand (rest_keypoints)", (21, 3)),
+)
+
+
+def _numbers(value: Any, where: str, label: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as float64 of ``shape``, finite (else HandmocapError naming the field)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise HandmocapError(f"{where}: its {label} are not numbers: {_DAMAGED}") from None
+    if arr.shape != shape:
+        raise HandmocapError(f"{where}: its {label} have shape {arr.shape}, expected {shape}: "
+                             f"{_DAMAGED}")  # fmt: skip
+    return arr
+
+
+def check_track(track: Track, index: int) -> None:
+    """Refuse a track whose frames or keyed fields are malformed or not finite.
+
+    Raises HandmocapError naming the track, the field and (for per-frame fields) the first
+    video frame at fault."""
+    where = f"the take's track {index} ({track.handedness} hand)"
+    frames = _numbers(track.frames, where, "frame numbers", np.shape(track.frames))
+    if frames.ndim != 1:
+        raise HandmocapError(f"{where}: its frame numbers have shape {frames.shape}, expected "
+                             f"(T,): {_DAMAGED}")  # fmt: skip
+    t = len(frames)
+    if not np.all(np.isfinite(frames)) or np.any(frames != np.round(frames)):
+        raise HandmocapError(f"{where}: its frame numbers are not whole numbers: {_DAMAGED}")
+    if t and frames.min() < 0:
+        raise HandmocapError(f"{where}: frame {frames.min():.0f} is negative: {_DAMAGED}")
+    if np.any(np.diff(frames) <= 0):
+        i = int(np.flatnonzero(np.diff(frames) <= 0)[0])
+        raise HandmocapError(f"{where}: its frames are not increasing (frame {frames[i]:.0f} "
+                             f"is followed by {frames[i + 1]:.0f}): {_DAMAGED}")  # fmt: skip
+    for name, label, spec in _TRACK_FIELDS:
+        value = getattr(track, name)
+        if value is None:
+            continue
+        arr = _numbers(value, where, label, tuple(t if s == "T" else s for s in spec))
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            at = ""
+            if spec[0] == "T":
+                at = f", first at video frame {frames[np.argwhere(bad)[0][0]]:.0f}"
+            raise HandmocapError(f"{where} has {int(bad.sum())} NaN or infinite values in its "
+                                 f"{label}{at}: {_DAMAGED}")  # fmt: skip
+
+
 def hand_series(take: Take, side: str) -> HandSeries | None:
-    """The side's tracks merged by frame (where two overlap, the more confident wins)."""
-    tracks = [t for t in take.tracks if t.handedness == side and t.mano_pose is not None]
+    """The side's tracks merged by frame (where two overlap, the more confident wins).
+    None when the side has no track with MANO fields and at least one frame."""
+    tracks = [t for t in take.tracks
+              if t.handedness == side and t.mano_pose is not None and len(t) > 0]  # fmt: skip
     if not tracks:
         return None
     best: dict[int, tuple[float, Track, int]] = {}
@@ -120,10 +283,8 @@ def scene_times(take: Take, frames: np.ndarray, scene_fps: float,
                 scene_start: int) -> np.ndarray:  # fmt: skip
     """(T,) scene frame (float) of each video frame index: the take's first frame of its
     range lands on ``scene_start``; time runs at the video's frame rate."""
-    stride = int(take.header.get("frame_range", {}).get("stride", 1) or 1)
-    video_fps = float(take.header["fps"]) * stride
-    first = int(take.header.get("frame_range", {}).get("start", 0) or 0)
-    return scene_start + (frames - first) / video_fps * scene_fps
+    timing = take_timing(take)
+    return scene_start + (frames - timing.first) / timing.video_fps * scene_fps
 
 
 def _segments(times: np.ndarray, step: float) -> list[slice]:
@@ -135,25 +296,50 @@ def _segments(times: np.ndarray, step: float) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
-def _on_scene_frames(solved: BonePoses, times: np.ndarray, conf: np.ndarray,
-                     step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                            np.ndarray, np.ndarray]:  # fmt: skip
-    """Resample onto whole scene frames, per segment. Returns (key frames (K,), rotations
-    (K, B, 4), locations (K, B, 3) or None, confidence frames (C,), values (C,)) where the
-    confidence curve drops to 0 one frame outside each segment."""
-    out_f, out_q, out_l, conf_f, conf_v = [], [], [], [], []
-    integral = np.allclose(times, np.round(times), atol=1e-6) and step >= 1.0 - 1e-9
+@dataclass(frozen=True)
+class _Grid:
+    """The whole scene frames one hand is keyed on: per segment of samples (a slice of the
+    (T,) samples), the (K_s,) frames. ``integral``: the samples fall on whole frames at
+    least one frame apart, so they are keyed as they are, without resampling."""
+
+    integral: bool
+    segments: tuple[tuple[slice, np.ndarray], ...]
+
+    @property
+    def key_count(self) -> int:
+        return sum(len(dst) for _, dst in self.segments)
+
+
+def _scene_grid(times: np.ndarray, step: float) -> _Grid:
+    """Where the samples at scene ``times`` (T,) (``step`` scene frames apart) are keyed.
+    ``times`` must lie within Blender's frame range (the frames are enumerated)."""
+    integral = bool(np.allclose(times, np.round(times), atol=1e-6) and step >= 1.0 - 1e-9)
+    out = []
     for seg in _segments(times, step):
         t = times[seg]
         if integral:
             dst = np.round(t)
+        else:
+            dst = np.arange(np.ceil(t[0] - 1e-6), np.floor(t[-1] + 1e-6) + 1.0)
+        if len(dst):
+            out.append((seg, dst))
+    return _Grid(integral, tuple(out))
+
+
+def _on_scene_frames(solved: BonePoses, times: np.ndarray, conf: np.ndarray,
+                     grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                           np.ndarray, np.ndarray]:  # fmt: skip
+    """Resample onto the grid's whole scene frames, per segment. Returns (key frames (K,),
+    rotations (K, B, 4), locations (K, B, 3) or None, confidence frames (C,), values (C,))
+    where the confidence curve drops to 0 one frame outside each segment."""
+    out_f, out_q, out_l, conf_f, conf_v = [], [], [], [], []
+    for seg, dst in grid.segments:
+        t = times[seg]
+        if grid.integral:
             q = solved.rotations[seg]
             loc = solved.locations[seg] if solved.locations is not None else None
             c = conf[seg]
         else:
-            dst = np.arange(np.ceil(t[0] - 1e-6), np.floor(t[-1] + 1e-6) + 1.0)
-            if len(dst) == 0:
-                continue
             q = resample_rotations(t, solved.rotations[seg], dst)
             loc = (resample_linear(t, solved.locations[seg], dst)
                    if solved.locations is not None else None)  # fmt: skip
@@ -163,9 +349,7 @@ def _on_scene_frames(solved: BonePoses, times: np.ndarray, conf: np.ndarray,
         if loc is not None:
             out_l.append(loc)
         conf_f += [[dst[0] - 1.0], dst, [dst[-1] + 1.0]]
-        conf_v += [[0.0], c, [0.0]]
-    if not out_f:
-        return np.zeros(0), np.zeros((0, len(solved.bone_names), 4)), None, np.zeros(0), np.zeros(0)
+        conf_v += [[0.0], np.clip(c, 0.0, 1.0), [0.0]]
     frames = np.concatenate(out_f)
     cf, cv = np.concatenate(conf_f), np.concatenate(conf_v)
     keep = np.concatenate([[True], np.diff(cf) > 0.5])  # touching segments: no duplicate keys
@@ -173,114 +357,359 @@ def _on_scene_frames(solved: BonePoses, times: np.ndarray, conf: np.ndarray,
             cf[keep], cv[keep])  # fmt: skip
 
 
-class _Undo:
-    """What apply_take changed, to put back if it fails half-way."""
+# -- putting the scene back -------------------------------------------------------------------
 
-    def __init__(self, obj: bpy.types.Object):
+_POSE_CHANNELS = (("rotation_quaternion", 4), ("rotation_euler", 3), ("rotation_axis_angle", 4),
+                  ("location", 3), ("scale", 3))  # fmt: skip
+_KEY_FLOATS = (("co", 2), ("handle_left", 2), ("handle_right", 2))
+_KEY_ENUMS = ("interpolation", "handle_left_type", "handle_right_type", "easing", "type")
+
+
+def _fcurve_sets(action: bpy.types.Action) -> list[tuple[int, Any]]:
+    """(pointer of the owner, F-curve collection) of every channelbag of the action (the
+    action itself on Blender before 4.4)."""
+    if not HAS_SLOTS:
+        return [(action.as_pointer(), action.fcurves)]
+    return [(bag.as_pointer(), bag.fcurves) for layer in action.layers
+            for strip in layer.strips for bag in strip.channelbags]  # fmt: skip
+
+
+def _read_keys(fc: bpy.types.FCurve) -> dict[str, np.ndarray]:
+    points = fc.keyframe_points
+    n = len(points)
+    out = {}
+    for attr, width in _KEY_FLOATS:
+        out[attr] = np.empty(n * width, dtype=np.float32)
+        points.foreach_get(attr, out[attr])
+    for attr in _KEY_ENUMS:
+        out[attr] = np.empty(n, dtype=np.int32)
+        points.foreach_get(attr, out[attr])
+    return out
+
+
+def _write_keys(fc: bpy.types.FCurve, keys: dict[str, np.ndarray]) -> None:
+    points = fc.keyframe_points
+    if len(points):
+        points.clear()
+    points.add(len(keys["interpolation"]))
+    for attr, values in keys.items():
+        points.foreach_set(attr, values)
+    fc.update()
+
+
+def _plain(value: Any) -> Any:
+    """A custom property's value as plain Python (ID property arrays and groups copied)."""
+    for method in ("to_dict", "to_list"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    return value
+
+
+class AnimationSnapshot:
+    """What an operation may change on an armature, put back by :meth:`rollback`: its NLA
+    tracks and active Action, the Actions created since (removed), its custom properties,
+    its pose bones' rotation modes and transforms (so a failed capture never leaves a NaN
+    or half-applied pose), and with ``keys=True`` every key of the Actions it plays (for
+    operations that edit existing keys: the cleanup tools, re-capturing a range)."""
+
+    def __init__(self, obj: bpy.types.Object, keys: bool = False):
         self.obj = obj
-        self.actions: list[bpy.types.Action] = []
-        self.tracks: list[bpy.types.NlaTrack] = []
-        self.had_animation = obj.animation_data is not None
-        self.active_action = obj.animation_data.action if obj.animation_data else None
-        self.rotation_modes = {pb.name: pb.rotation_mode for pb in obj.pose.bones}
-        self.props = set(obj.keys())
+        self.action_ptrs = {a.as_pointer() for a in bpy.data.actions}
+        data = obj.animation_data
+        self.had_animation = data is not None
+        self.active_action = data.action if data is not None else None
+        self.active_slot = getattr(data, "action_slot", None) if data is not None else None
+        self.track_ptrs = {t.as_pointer() for t in data.nla_tracks} if data is not None else set()
+        self.curves: dict[int, dict[tuple[int, str, int], dict[str, np.ndarray]]] = {}
+        if keys and data is not None:
+            played = [data.action, *(s.action for t in data.nla_tracks for s in t.strips)]
+            for action in played:
+                if action is not None and action.as_pointer() not in self.curves:
+                    self.curves[action.as_pointer()] = {
+                        (owner, fc.data_path, fc.array_index): _read_keys(fc)
+                        for owner, fcurves in _fcurve_sets(action) for fc in fcurves
+                    }  # fmt: skip
+        self.props = {k: _plain(obj[k]) for k in obj.keys()}
+        bones = obj.pose.bones if obj.pose is not None else []
+        self.modes = {pb.name: pb.rotation_mode for pb in bones}
+        self.pose = {}
+        for attr, width in _POSE_CHANNELS:
+            self.pose[attr] = np.empty(len(bones) * width, dtype=np.float32)
+            if len(bones):
+                bones.foreach_get(attr, self.pose[attr])
 
     def rollback(self) -> None:
+        """Put the armature back as it was when the snapshot was taken."""
         obj = self.obj
         data = obj.animation_data
         if data is not None:
-            for track in self.tracks:
-                if track.name in data.nla_tracks:
-                    data.nla_tracks.remove(track)
-            data.action = self.active_action
-        for action in self.actions:
+            for track in [t for t in data.nla_tracks if t.as_pointer() not in self.track_ptrs]:
+                data.nla_tracks.remove(track)
+            if data.action != self.active_action:
+                data.action = self.active_action
+            if self.active_slot is not None and data.action_slot != self.active_slot:
+                try:
+                    data.action_slot = self.active_slot
+                except (TypeError, RuntimeError, ReferenceError):
+                    pass  # the slot went with its action; Blender picks one
+        for action in [a for a in bpy.data.actions if a.as_pointer() not in self.action_ptrs]:
             bpy.data.actions.remove(action)
+        self._restore_keys()
         if not self.had_animation and obj.animation_data is not None:
             obj.animation_data_clear()
-        for name, mode in self.rotation_modes.items():
-            obj.pose.bones[name].rotation_mode = mode
-        for key in set(obj.keys()) - self.props:
+        self._restore_pose()
+        for key in set(obj.keys()) - set(self.props):
             del obj[key]
+        for key, value in self.props.items():
+            if key not in obj.keys() or _plain(obj[key]) != value:
+                obj[key] = value
+
+    def _restore_keys(self) -> None:
+        actions = {a.as_pointer(): a for a in bpy.data.actions}
+        for pointer, saved in self.curves.items():
+            action = actions.get(pointer)
+            if action is None:
+                continue
+            for owner, fcurves in _fcurve_sets(action):
+                for fc in list(fcurves):
+                    keys = saved.get((owner, fc.data_path, fc.array_index))
+                    if keys is None:
+                        fcurves.remove(fc)
+                    else:
+                        _write_keys(fc, keys)
+
+    def _restore_pose(self) -> None:
+        bones = self.obj.pose.bones if self.obj.pose is not None else []
+        for pb in bones:  # modes first: switching the mode converts the rotation values
+            mode = self.modes.get(pb.name)
+            if mode is not None and pb.rotation_mode != mode:
+                pb.rotation_mode = mode
+        if len(bones) * 3 == len(self.pose["location"]):
+            for attr, values in self.pose.items():
+                bones.foreach_set(attr, values)
+
+
+# -- planning and writing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HandKeys:
+    """Everything one hand will key, computed and checked before the scene is touched."""
+
+    side: str
+    poses: BonePoses  # rotations (K, B, 4), locations (K, B, 3) or None
+    frames: np.ndarray  # (K,) scene frames
+    conf_frames: np.ndarray  # (C,)
+    conf_values: np.ndarray  # (C,) 0..1
+
+    @property
+    def key_count(self) -> int:
+        per_frame = 4 * len(self.poses.bone_names)
+        if self.poses.locations is not None:
+            per_frame += 3 * int(np.any(self.poses.locations, axis=0).any(axis=1).sum())
+        return per_frame * len(self.frames) + len(self.conf_frames)
 
 
 def apply_take(obj: bpy.types.Object, take: Take, mapping: RigMapping, settings: ApplySettings,
                scene: bpy.types.Scene) -> ApplyResult:  # fmt: skip
-    """Key the take onto ``obj``'s hand bones. On any error the armature is left exactly as
-    it was and the error propagates."""
+    """Key the take onto ``obj``'s hand bones.
+
+    Raises HandmocapError naming the problem, before anything is changed, when the take
+    would key garbage: NaN or infinite values, a wrong frame rate, frames outside what
+    Blender can hold, more than :data:`MAX_KEYS` keys. On any error while writing, the
+    armature (its animation, custom properties and pose) is left exactly as it was and the
+    error propagates."""
     result = ApplyResult()
-    undo = _Undo(obj)
+    # What the engine could not read (a truncated video, undecodable frames) reaches the
+    # animator with the capture's report, not only the engine's log.
+    result.messages.extend(str(w) for w in take.header.get("warnings", ()))
+    timing, hands = _plan(obj, take, mapping, settings, scene, result.messages)
+    snapshot = AnimationSnapshot(obj)
     try:
-        _apply(obj, take, mapping, settings, scene, result, undo)
+        _write(obj, hands, timing, settings, result)
     except BaseException:
-        undo.rollback()
+        snapshot.rollback()
         raise
     return result
 
 
-def _apply(obj, take, mapping, settings, scene, result, undo) -> None:
-    spec = read_armature_spec(obj)
-    current = current_pose_matrices(obj)
-    config = RetargetConfig(
-        wrist=settings.wrist,
-        camera_to_armature=camera_to_armature(obj, CAMERA_ROTATIONS[settings.camera]),
-        units_per_metre=units_per_metre(obj, scene),
-    )
-    scene_fps = scene.render.fps / scene.render.fps_base
-    step = scene_fps / float(take.header["fps"])  # scene frames between two take samples
-    lo, hi = np.inf, -np.inf
-    written = 0
+def _side_tracks(take: Take, side: str) -> list[tuple[int, Track]]:
+    return [(i, t) for i, t in enumerate(take.tracks)
+            if t.handedness == side and t.mano_pose is not None]  # fmt: skip
+
+
+def _plan(obj, take, mapping, settings, scene, messages) -> tuple[TakeTiming, list[_HandKeys]]:
+    """Solve, resample and check every hand; nothing in the scene changes here."""
+    timing = take_timing(take)
+    fps = scene_fps(scene)
+    _check_rate(timing, fps)
+    planner = _Planner(
+        obj, take, settings, timing, fps, messages,
+        spec=read_armature_spec(obj), current=current_pose_matrices(obj),
+        config=RetargetConfig(
+            wrist=settings.wrist,
+            camera_to_armature=camera_to_armature(obj, CAMERA_ROTATIONS[settings.camera]),
+            units_per_metre=units_per_metre(obj, scene),
+        ),
+    )  # fmt: skip
+    hands: list[_HandKeys] = []
     for side in settings.sides:
-        series = hand_series(take, side)
+        tracks = _side_tracks(take, side)
         if side not in mapping.hands:
-            if series is not None:
-                result.messages.append(f"{obj.name} has no {side} hand; the {side} hand is skipped")
+            if tracks:
+                messages.append(f"{obj.name} has no {side} hand; the {side} hand is skipped")
             continue
+        for index, track in tracks:
+            check_track(track, index)
+        series = hand_series(take, side)
         if series is None:
-            if len(settings.sides) == 1:
-                result.messages.append(f"the take has no {side} hand")
+            if tracks:
+                messages.append(f"the take's {side} hand has no frames")
+            elif len(settings.sides) == 1:
+                messages.append(f"the take has no {side} hand")
             continue
-        hand_bone = obj.data.bones[mapping.hands[side].bones["hand"]]
+        hand = planner.hand(series, mapping.hands[side], sum(h.key_count for h in hands))
+        if hand is not None:
+            hands.append(hand)
+    return timing, hands
+
+
+@dataclass
+class _Planner:
+    """What every hand of one take is planned against."""
+
+    obj: bpy.types.Object
+    take: Take
+    settings: ApplySettings
+    timing: TakeTiming
+    fps: float  # the scene's
+    messages: list[str]
+    spec: ArmatureSpec
+    current: np.ndarray  # (N, 4, 4) pose matrices
+    config: RetargetConfig
+
+    def hand(self, series: HandSeries, hand_map: HandBones,
+             keys_before: int) -> _HandKeys | None:  # fmt: skip
+        """The keys of one hand, checked; None (with a message) when it keys nothing."""
+        side, obj, settings = series.side, self.obj, self.settings
+        if len(series.frames) < MIN_SAMPLES:
+            self.messages.append(
+                f"the take's {side} hand was seen on only {len(series.frames)} video frame "
+                f"(frame {series.frames[0]}): at least {MIN_SAMPLES} are needed to key motion; "
+                "capture a longer frame range"
+            )
+            return None
+        hand_bone = obj.data.bones[hand_map.bones["hand"]]
         if settings.wrist is WristMode.ROTATION_AND_LOCATION and hand_bone.use_connect:
-            result.messages.append(
+            self.messages.append(
                 f"{hand_bone.name} is connected to its parent, so only its rotation is keyed "
                 "(move the arm's IK control instead)"
             )
-        solver = HandRetargeter(spec, mapping.hands[side], series.rest_keypoints, config)
-        solved = solver.solve(series.pose, series.translation, current)
-        times = scene_times(take, series.frames, scene_fps, settings.scene_start)
+        solver = HandRetargeter(self.spec, hand_map, series.rest_keypoints, self.config)
+        solved = solver.solve(series.pose, series.translation, self.current)
+        _check_solved(obj, series, solved, self.current)
+        times = scene_times(self.take, series.frames, self.fps, settings.scene_start)
+        _check_scene_frames(side, times)
+        grid = _scene_grid(times, self.fps / self.timing.fps)
+        if not grid.segments:
+            self.messages.append(f"the {side} hand covers no whole scene frame")
+            return None
+        _check_key_budget(obj, side, grid.key_count, solved, keys_before, self.timing, self.fps)
         frames, rot, loc, conf_f, conf_v = _on_scene_frames(solved, times, series.confidence,
-                                                           step)  # fmt: skip
-        if len(frames) == 0:
-            result.messages.append(f"the {side} hand covers no whole scene frame")
-            continue
-        poses = BonePoses(side, solved.bone_names, rot, loc)
+                                                           grid)  # fmt: skip
+        _check_finite(side, "rotations", rot, solved.bone_names, frames)
+        if loc is not None:
+            _check_finite(side, "locations", loc, solved.bone_names, frames)
+        return _HandKeys(side, BonePoses(side, solved.bone_names, rot, loc), frames, conf_f,
+                         conf_v)  # fmt: skip
+
+
+def _check_solved(obj, series: HandSeries, solved: BonePoses, current: np.ndarray) -> None:
+    """Refuse NaN from the retargeting, saying whether the rig's own pose is to blame."""
+    bad = ~np.isfinite(solved.rotations).all(axis=2)
+    if solved.locations is not None:
+        bad |= ~np.isfinite(solved.locations).all(axis=2)
+    if not bad.any():
+        return
+    broken = [b.name for b, m in zip(obj.data.bones, current, strict=True)
+              if not np.isfinite(m).all()]  # fmt: skip
+    if broken:
+        raise HandmocapError(
+            f"{obj.name}'s current pose is not finite (NaN) on {len(broken)} bones, e.g. "
+            f"{broken[0]!r}: clear the pose (Pose > Clear Transform > All) or remove the "
+            "animation that makes it, then capture again"
+        )
+    t, b = np.argwhere(bad)[0]
+    raise HandmocapError(
+        f"retargeting the take's {series.side} hand gave NaN rotations (bone "
+        f"{solved.bone_names[b]!r}, video frame {series.frames[t]}): {_DAMAGED}"
+    )
+
+
+def _check_finite(side: str, what: str, values: np.ndarray, bones: tuple[str, ...],
+                  frames: np.ndarray) -> None:  # fmt: skip
+    """Last check before keying: (K, B, D) ``values`` are finite."""
+    bad = ~np.isfinite(values).all(axis=2)
+    if bad.any():
+        k, b = np.argwhere(bad)[0]
+        raise HandmocapError(f"the {side} hand's {what} are not finite (bone {bones[b]!r}, "
+                             f"scene frame {frames[k]:.0f}): {_DAMAGED}")  # fmt: skip
+
+
+def _check_scene_frames(side: str, times: np.ndarray) -> None:
+    lo, hi = float(times.min()), float(times.max())
+    if lo < -BLENDER_MAX_FRAME or hi > BLENDER_MAX_FRAME:
+        raise HandmocapError(
+            f"the take's {side} hand would land on scene frames {lo:.0f} to {hi:.0f}, outside "
+            f"the frames Blender can key (-{BLENDER_MAX_FRAME} to {BLENDER_MAX_FRAME}): check "
+            "the take's frame numbers and the scene start"
+        )
+
+
+def _check_key_budget(obj, side: str, frames: int, solved: BonePoses, before: int,
+                      timing: TakeTiming, fps: float) -> None:  # fmt: skip
+    """Refuse before resampling when the keys of all hands would exceed MAX_KEYS: ``before``
+    keys of the hands planned so far, and ``frames`` scene frames of this one (quaternion
+    curves of every solved bone, location curves where solved, one confidence curve)."""
+    per_frame = 4 * len(solved.bone_names) + 1
+    if solved.locations is not None:
+        per_frame += 3 * len(solved.bone_names)
+    keys = before + frames * per_frame
+    if keys > MAX_KEYS:
+        raise HandmocapError(
+            f"the take would put about {keys:,} keys on {obj.name} ({frames:,} scene frames for "
+            f"the {side} hand at {fps:g} fps, from a {timing.video_fps:g} fps video), more than "
+            f"the {MAX_KEYS:,} one capture may key: capture a shorter frame range"
+        )
+
+
+def _write(obj, hands: list[_HandKeys], timing: TakeTiming, settings: ApplySettings,
+           result: ApplyResult) -> None:  # fmt: skip
+    """Key the planned hands: one Action each, on its own NLA track or active."""
+    lo, hi = np.inf, -np.inf
+    for written, hand in enumerate(hands):
+        side = hand.side
         name = f"{settings.take_name}_{SIDE_SUFFIX[side]}"
         writer = ActionWriter(obj, name, assign=False)
-        undo.actions.append(writer.action)
-        writer.bone_curves(poses, frames)
+        writer.bone_curves(hand.poses, hand.frames)
         prop = f"hm_confidence_{SIDE_SUFFIX[side]}"
         obj[prop] = 0.0
         obj.id_properties_ui(prop).update(min=0.0, max=1.0, description=(
             "handmocap: how sure the capture is of this hand (0 where it was lost)"))  # fmt: skip
-        writer.curve(f'["{prop}"]', 0, conf_f, conf_v, "Confidence")
+        writer.curve(f'["{prop}"]', 0, hand.conf_frames, hand.conf_values, "Confidence")
         writer.action["hm_side"] = side
         writer.action["hm_take"] = settings.take_path
         writer.action["hm_scene_start"] = int(settings.scene_start)
-        frame_range = take.header.get("frame_range", {})
-        writer.action["hm_video_start"] = int(frame_range.get("start", 0) or 0)
-        writer.action["hm_video_fps"] = float(take.header["fps"]) * int(
-            frame_range.get("stride", 1) or 1
-        )
+        writer.action["hm_video_start"] = timing.first
+        writer.action["hm_video_fps"] = timing.video_fps
         # An object plays one active action: a second hand (or every hand, with use_nla)
         # goes on its own NLA track.
         if settings.use_nla or written > 0:
-            track = writer.push_to_nla(f"{name}")
-            undo.tracks.append(track)
+            writer.push_to_nla(name)
         else:
             writer.assign()
-        written += 1
         result.actions[side] = writer.action.name
-        result.keyed_bones[side] = len(poses.bone_names)
-        lo, hi = min(lo, frames[0]), max(hi, frames[-1])
-    if written:
+        result.keyed_bones[side] = len(hand.poses.bone_names)
+        lo, hi = min(lo, hand.frames[0]), max(hi, hand.frames[-1])
+    if hands:
         result.frame_range = (int(lo), int(hi))

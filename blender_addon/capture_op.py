@@ -3,27 +3,38 @@
 
 The engine runs as a child process; a timer polls it, its progress drives Blender's
 progress bar and status text, Esc kills it. The scene is only touched once the take is in,
-and :func:`~.apply_take.apply_take` undoes its own partial work on failure, so a cancelled
-or failed capture leaves the scene as it was. Without a window (background mode, scripts)
-the same operator runs the session to the end before returning.
+and an :class:`~.apply_take.AnimationSnapshot` puts the armature back on any failure, so a
+cancelled or failed capture leaves the scene as it was (and its take file is deleted). Every
+failure is one line in Blender's report. Without a window (background mode, scripts) the
+same operator runs the session to the end before returning.
+
+Takes go to ``//handmocap_takes`` next to a saved .blend, else to a private folder of the
+user (the extension's user folder), never to a shared temporary directory; each capture
+creates its own file (timestamp and random token, created exclusively).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import tempfile
+import os
+import re
+import secrets
+import stat
+import sys
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
 import bpy
 
 from handmocap.errors import HandmocapError
-from handmocap.inference.take import load_take
+from handmocap.inference.take import Take, load_take
 from handmocap.retarget.armature import RigError
 from handmocap.retarget.rig_profiles import MAPPING_FORMAT, RigMapping, mapping_from_json
 
-from .apply_take import ApplyResult, apply_take
+from .apply_take import AnimationSnapshot, ApplyResult, apply_take
 from .armature_io import detect_armature
 from .engine import CaptureRequest, EngineRun
 from .preferences import addon_prefs
@@ -48,14 +59,141 @@ def resolve_mapping(obj: bpy.types.Object | None, settings) -> RigMapping:
     return detect_armature(obj, side)
 
 
+TAKES_NEXT_TO_BLEND = "//handmocap_takes"
+
+
 def take_folder() -> Path:
-    """``//handmocap_takes`` next to the saved .blend, else a temporary folder."""
-    if bpy.data.filepath:
-        folder = Path(bpy.path.abspath("//handmocap_takes"))
-    else:
-        folder = Path(tempfile.gettempdir()) / "handmocap_takes"
-    folder.mkdir(parents=True, exist_ok=True)
+    """Where a capture's take goes: ``//handmocap_takes`` next to the saved .blend, else a
+    private folder of this user (see :func:`private_take_folder`). Raises HandmocapError
+    when it cannot be created."""
+    if not bpy.data.filepath:
+        return private_take_folder()
+    folder = Path(bpy.path.abspath(TAKES_NEXT_TO_BLEND))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HandmocapError(f"cannot create the take folder {folder}: "
+                             f"{err.strerror or err}") from err  # fmt: skip
     return folder
+
+
+def private_take_folder() -> Path:
+    """The takes of unsaved .blend files: the extension's user folder (``takes``), else
+    ``handmocap/takes`` in the user's cache folder; created readable by this user only."""
+    folder = _extension_user_folder() or _user_cache_folder() / "handmocap" / "takes"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError as err:
+        raise HandmocapError(f"cannot create the take folder {folder}: "
+                             f"{err.strerror or err}") from err  # fmt: skip
+    if not stat.S_ISDIR(info.st_mode):
+        raise HandmocapError(f"the take folder {folder} is not a folder (a link or a file is "
+                             "in its way): remove it and capture again")  # fmt: skip
+    if hasattr(os, "getuid"):
+        if info.st_uid != os.getuid():
+            raise HandmocapError(f"the take folder {folder} belongs to another user: remove "
+                                 "it and capture again")  # fmt: skip
+        if info.st_mode & 0o077:
+            try:
+                os.chmod(folder, 0o700)
+            except OSError as err:
+                raise HandmocapError(f"cannot make the take folder {folder} private: "
+                                     f"{err.strerror or err}") from err  # fmt: skip
+    return folder
+
+
+def _extension_user_folder() -> Path | None:
+    """``takes`` in Blender's user folder for this extension (4.2+), None when the add-on
+    is not installed as an extension."""
+    find = getattr(bpy.utils, "extension_path_user", None)
+    if find is None or not __package__:
+        return None
+    try:
+        path = find(__package__, path="takes")
+    except (ValueError, TypeError, RuntimeError, KeyError):
+        return None
+    return Path(path) if path else None
+
+
+def _user_cache_folder() -> Path:
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".cache"
+
+
+def new_take_path(folder: Path, stem: str) -> Path:
+    """A new, empty file ``<stem>_<YYYYmmdd-HHMMSS>_<8 hex>.npz`` in ``folder``, created
+    exclusively (an existing file or link of that name is never reused); the engine writes
+    the take over it. ``stem`` is cut to 32 characters so Action names stay whole."""
+    safe = re.sub(r"[^\w.-]+", "_", stem)[:32] or "take"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(16):
+        path = folder / f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}_{secrets.token_hex(4)}.npz"
+        try:
+            os.close(os.open(path, flags, 0o600))
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise HandmocapError(f"cannot create a take file in {folder}: "
+                                 f"{err.strerror or err}") from err  # fmt: skip
+        return path
+    raise HandmocapError(f"cannot create a take file in {folder}: no free name")
+
+
+def read_take(path: Path) -> Take:
+    """The engine's take, loaded and checked. Whatever is wrong with the file (empty,
+    truncated, not a take) is a HandmocapError naming it."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise HandmocapError(f"the engine's take {path} cannot be read: {err.strerror or err}; "
+                             "capture again") from err  # fmt: skip
+    if size == 0:
+        raise HandmocapError(f"the engine's take {path} is empty (0 bytes): the engine "
+                             "stopped before writing it; capture again")  # fmt: skip
+    try:
+        return load_take(path)
+    except HandmocapError:
+        raise
+    except Exception as err:  # damage the reader does not name itself
+        raise HandmocapError(f"the engine's take {path} cannot be read ({type(err).__name__}: "
+                             f"{err}): the file is damaged; capture again") from err  # fmt: skip
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` as one line for Blender's report (whitespace runs collapsed, cut)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def report_failure(operator: bpy.types.Operator, err: Exception) -> None:
+    """``err`` as one error line in Blender's report. A HandmocapError is for the user to
+    act on; anything else is a bug: its traceback goes to the console for a bug report and
+    the line says so."""
+    if isinstance(err, HandmocapError):
+        text = str(err)
+    else:
+        traceback.print_exception(type(err), err, err.__traceback__)
+        text = (f"{operator.bl_label} failed ({type(err).__name__}: {err}); nothing was "
+                "changed. This is a bug: please report it with the details printed in the "
+                "system console")  # fmt: skip
+    operator.report({"ERROR"}, one_line(text))
+
+
+def rollback(snapshot: AnimationSnapshot | None) -> None:
+    """Put the armature back; a failure to do so is printed, never raised over the error
+    being reported."""
+    if snapshot is None:
+        return
+    try:
+        snapshot.rollback()
+    except Exception:
+        traceback.print_exc()
 
 
 class CaptureSession:
@@ -85,17 +223,21 @@ class CaptureSession:
         if end is not None and end <= start:
             raise HandmocapError(f"the frame range {start}..{end - 1} is empty")
         self.scene_start = settings.scene_start if scene_start is None else scene_start
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.take_name = f"{video.stem}_{stamp}"
         device = prefs.default_device if settings.device == "PREFERENCES" else settings.device
-        request = CaptureRequest(
-            python=bpy.path.abspath(prefs.engine_python), video=video,
-            take_path=take_folder() / f"{self.take_name}.npz", device=device.lower(),
-            start=start, end=end, stride=settings.stride,
-            max_hands=2 if settings.hands == "BOTH" else 1,
-            mano_dir=Path(bpy.path.abspath(prefs.mano_dir)) if prefs.mano_dir else None,
-        )  # fmt: skip
-        self.run = EngineRun(request)
+        self.take_path = new_take_path(take_folder(), video.stem)
+        self.take_name = self.take_path.stem
+        try:
+            request = CaptureRequest(
+                python=bpy.path.abspath(prefs.engine_python), video=video,
+                take_path=self.take_path, device=device.lower(),
+                start=start, end=end, stride=settings.stride,
+                max_hands=2 if settings.hands == "BOTH" else 1,
+                mano_dir=Path(bpy.path.abspath(prefs.mano_dir)) if prefs.mano_dir else None,
+            )  # fmt: skip
+            self.run = EngineRun(request)
+        except BaseException:
+            self.discard_take()
+            raise
 
     def poll(self) -> bool:
         return self.run.poll()
@@ -108,21 +250,34 @@ class CaptureSession:
                 raise HandmocapError(f"the capture took longer than {timeout_s:.0f} s")
             time.sleep(0.05)
 
+    def discard_take(self) -> None:
+        """Delete this capture's take file (a failed or cancelled capture leaves none)."""
+        with contextlib.suppress(OSError):
+            self.take_path.unlink(missing_ok=True)
+
+    def live_target(self) -> bpy.types.Object:
+        """The armature, still there (it may be deleted while the engine runs)."""
+        try:
+            self.target.name  # noqa: B018 - raises ReferenceError once it is gone
+        except ReferenceError:
+            raise HandmocapError("the armature was deleted during the capture; nothing was "
+                                 "keyed") from None  # fmt: skip
+        return self.target
+
     def finish(self, context: bpy.types.Context) -> ApplyResult:
         """Put the finished take on the armature (raises HandmocapError on failure)."""
         if self.run.error:
             raise HandmocapError(self.run.error)
         take_path = self.run.take_path
-        take = load_take(take_path)
+        take = read_take(take_path)
         if not take.tracks:
             raise HandmocapError(f"no hands were found in {self.run.request.video}; nothing "
                                  "was keyed")  # fmt: skip
         settings = replace(self.settings.apply_settings(self.take_name, str(take_path)),
                            scene_start=self.scene_start)  # fmt: skip
-        result = apply_take(self.target, take, self.mapping, settings, context.scene)
+        result = apply_take(self.live_target(), take, self.mapping, settings, context.scene)
         if not result.actions:
             raise HandmocapError("; ".join(result.messages) or "nothing was keyed")
-        self.settings.last_take = str(take_path)
         return result
 
 
@@ -135,9 +290,14 @@ def summary(result: ApplyResult) -> str:
 
 class CaptureOperatorBase:
     """The modal logic shared by Capture and Re-capture Range (Blender does not allow one
-    registered operator class to subclass another, hence a plain mixin)."""
+    registered operator class to subclass another, hence a plain mixin).
+
+    Any failure, expected (HandmocapError) or not, ends as one error line and CANCELLED,
+    with the armature put back and the take file deleted."""
 
     bl_options = {"REGISTER", "UNDO"}
+    # True where after_apply edits keys that were there before (the snapshot then saves them)
+    edits_existing_keys = False
 
     _session: CaptureSession | None = None
     _timer = None
@@ -145,21 +305,25 @@ class CaptureOperatorBase:
     def _start(self, context) -> bool:
         try:
             self._session = self.make_session(context)
-        except HandmocapError as err:
-            self.report({"ERROR"}, str(err))
+        except Exception as err:
+            report_failure(self, err)
             return False
         return True
 
     def make_session(self, context) -> CaptureSession:
         return CaptureSession(context)
 
+    def after_apply(self, context) -> None:
+        """Runs once the take is keyed, inside the same rollback (re-capture merges here)."""
+
     def execute(self, context):
         if not self._start(context):
             return {"CANCELLED"}
         try:
             self._session.wait()
-        except HandmocapError as err:
-            self.report({"ERROR"}, str(err))
+        except Exception as err:
+            self._abort()
+            report_failure(self, err)
             return {"CANCELLED"}
         return self._finish(context)
 
@@ -176,8 +340,17 @@ class CaptureOperatorBase:
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
+        try:
+            return self._modal(context, event)
+        except Exception as err:
+            self._abort()
+            self._end_ui(context)
+            report_failure(self, err)
+            return {"CANCELLED"}
+
+    def _modal(self, context, event):
         if event.type == "ESC":
-            self._session.run.cancel()
+            self._abort()
             self._end_ui(context)
             self.report({"WARNING"}, "capture cancelled; the scene is unchanged")
             return {"CANCELLED"}
@@ -193,13 +366,29 @@ class CaptureOperatorBase:
         return self._finish(context)
 
     def _finish(self, context):
+        session = self._session
+        snapshot = None
         try:
-            result = self._session.finish(context)
-        except HandmocapError as err:
-            self.report({"ERROR"}, str(err))
+            snapshot = AnimationSnapshot(session.live_target(), keys=self.edits_existing_keys)
+            result = session.finish(context)
+            self.after_apply(context)
+        except Exception as err:
+            rollback(snapshot)
+            session.discard_take()
+            report_failure(self, err)
             return {"CANCELLED"}
-        self.report({"INFO"}, summary(result))
+        session.settings.last_take = str(session.take_path)
+        self.report({"WARNING"} if result.messages else {"INFO"}, one_line(summary(result)))
         return {"FINISHED"}
+
+    def _abort(self) -> None:
+        """Stop the engine and delete the take (a cancelled or failed capture keeps none)."""
+        if self._session is None:
+            return
+        try:
+            self._session.run.cancel()
+        finally:
+            self._session.discard_take()
 
     def _end_ui(self, context) -> None:
         wm = context.window_manager
@@ -210,8 +399,7 @@ class CaptureOperatorBase:
         context.workspace.status_text_set(None)
 
     def cancel(self, context):  # Blender closing the window while we run
-        if self._session is not None:
-            self._session.run.cancel()
+        self._abort()
         self._end_ui(context)
 
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Operators behind the panel's buttons other than Capture: the mapping editor, the
 cleanup tools, re-capturing a range and FBX export. Each is a thin shell: it checks its
-inputs, calls plain functions, and reports one line."""
+inputs, calls plain functions, and reports one line. A failure of any kind is one error
+line too, and the operators that edit animation put the armature back first."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ from handmocap.retarget.bone_names import ROLES
 from handmocap.retarget.rig_profiles import mapping_from_json, mapping_to_json
 
 from . import cleanup
+from .apply_take import AnimationSnapshot
 from .armature_io import detect_armature
-from .capture_op import CaptureOperatorBase, CaptureSession, resolve_mapping
+from .capture_op import (
+    CaptureOperatorBase,
+    CaptureSession,
+    report_failure,
+    resolve_mapping,
+    rollback,
+)
 
 
 def _settings(context):
@@ -41,13 +49,24 @@ def _fill_editor(settings, mapping) -> None:
 
 
 class _Reporting:
-    """Run ``self.run(context)``; a HandmocapError becomes one error line, no traceback."""
+    """Run ``self.run(context)`` and report one line. A HandmocapError becomes one error
+    line; any other exception (a ValueError from the curve maths, an OSError) too, its
+    traceback printed to the console for a bug report. Operators with
+    ``changes_animation`` snapshot the target armature first and put it back on failure."""
+
+    changes_animation = False
 
     def execute(self, context):
+        snapshot = None
         try:
+            if self.changes_animation:
+                obj = _settings(context).target
+                if obj is not None and obj.type == "ARMATURE":
+                    snapshot = AnimationSnapshot(obj, keys=True)
             message = self.run(context)
-        except HandmocapError as err:
-            self.report({"ERROR"}, str(err))
+        except Exception as err:
+            rollback(snapshot)
+            report_failure(self, err)
             return {"CANCELLED"}
         self.report({"INFO"}, message)
         return {"FINISHED"}
@@ -124,6 +143,7 @@ class HM_OT_smooth_range(_Reporting, bpy.types.Operator):
     bl_idname = "handmocap.smooth_range"
     bl_label = "Re-smooth Range"
     bl_options = {"REGISTER", "UNDO"}
+    changes_animation = True
 
     def run(self, context) -> str:
         s = _settings(context)
@@ -138,6 +158,7 @@ class HM_OT_fill_gap(_Reporting, bpy.types.Operator):
     bl_idname = "handmocap.fill_gap"
     bl_label = "Fill Gap"
     bl_options = {"REGISTER", "UNDO"}
+    changes_animation = True
 
     def run(self, context) -> str:
         s = _settings(context)
@@ -151,6 +172,7 @@ class HM_OT_swap_hands(_Reporting, bpy.types.Operator):
     bl_idname = "handmocap.swap_hands"
     bl_label = "Swap Hands"
     bl_options = {"REGISTER", "UNDO"}
+    changes_animation = True
 
     def run(self, context) -> str:
         s = _settings(context)
@@ -165,6 +187,7 @@ class HM_OT_reduce_keys(_Reporting, bpy.types.Operator):
     bl_idname = "handmocap.reduce_keys"
     bl_label = "Reduce Keys"
     bl_options = {"REGISTER", "UNDO"}
+    changes_animation = True
 
     def run(self, context) -> str:
         tol = _settings(context).reduce_tolerance
@@ -180,6 +203,7 @@ class HM_OT_bake_fk(_Reporting, bpy.types.Operator):
     bl_idname = "handmocap.bake_fk"
     bl_label = "Bake to FK Controls"
     bl_options = {"REGISTER", "UNDO"}
+    changes_animation = True
 
     def run(self, context) -> str:
         s = _settings(context)
@@ -193,6 +217,7 @@ class HM_OT_recapture_range(CaptureOperatorBase, bpy.types.Operator):
 
     bl_idname = "handmocap.recapture_range"
     bl_label = "Re-capture Range"
+    edits_existing_keys = True
 
     def make_session(self, context) -> CaptureSession:
         obj = _target(context)
@@ -213,12 +238,9 @@ class HM_OT_recapture_range(CaptureOperatorBase, bpy.types.Operator):
         return CaptureSession(context, video_range=(start, end),
                               scene_start=s.range_start)  # fmt: skip
 
-    def _finish(self, context):
-        result = super()._finish(context)
-        if "FINISHED" in result:
-            a, b, old = self._replace
-            cleanup.merge_new_takes(_target(context), old, a, b)
-        return result
+    def after_apply(self, context) -> None:
+        a, b, old = self._replace
+        cleanup.merge_new_takes(_target(context), old, a, b)
 
 
 class HM_OT_export_fbx(_Reporting, bpy.types.Operator):

@@ -351,6 +351,109 @@ def scenario_bad_inputs(args) -> dict:
     return out
 
 
+def _pose_finite(obj) -> bool:
+    return all(np.isfinite(pb.rotation_quaternion).all() and np.isfinite(pb.rotation_euler).all()
+               for pb in obj.pose.bones)  # fmt: skip
+
+
+def _all_keys(obj) -> list[tuple[str, str, int, np.ndarray]]:
+    """Every key of every Action the armature plays: (action, path, index, (2K,) co)."""
+    from bl_ext.user_default.handmocap.keyframes import action_fcurves
+
+    data = obj.animation_data
+    actions = [data.action, *(s.action for t in data.nla_tracks for s in t.strips)] if data else []
+    out = []
+    for action in actions:
+        if action is None:
+            continue
+        for fc in action_fcurves(action):
+            co = np.empty(2 * len(fc.keyframe_points), dtype=np.float32)
+            fc.keyframe_points.foreach_get("co", co)
+            out.append((action.name, fc.data_path, fc.array_index, co))
+    return out
+
+
+def _same_keys(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x[:3] == y[:3] and np.array_equal(x[3], y[3], equal_nan=True)
+               for x, y in zip(a, b, strict=True))  # fmt: skip
+
+
+def _run_capture(name: str, op=None) -> list[str]:
+    """Run an operator (default Capture) between SCENARIO/END markers; its status."""
+    print(f"SCENARIO {name}", flush=True)
+    try:
+        status = sorted((op or bpy.ops.handmocap.capture)())
+    except RuntimeError as err:  # how an ERROR report reaches a script (the UI shows it)
+        print(f"report: {err}", flush=True)
+        status = ["CANCELLED"]
+    print(f"END {name}", flush=True)
+    return status
+
+
+def scenario_bad_takes(args) -> dict:
+    """Stand-in engines hand back crafted takes (one ``bad_*`` engine each, then ``good``
+    and ``slow``): each bad take is refused with the scene (actions, pose) and the take
+    folder as they were; 21 quick good captures leave 21 take files in a private folder; a
+    cancelled capture leaves none; a cleanup tool failing half-way puts its keys back."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from bl_ext.user_default.handmocap import capture_op
+    from bl_ext.user_default.handmocap.cleanup import bone_curves, handmocap_actions
+
+    video, fakes = args[0], Path(args[1])
+    obj = webxr_hand("right")
+    scene = bpy.context.scene
+    s = scene.handmocap
+    s.target, s.video_path = obj, video
+    folder = capture_op.take_folder()
+    out: dict = {"folder": str(folder), "folder_mode": folder.stat().st_mode & 0o777,
+                 "shared_tmp": str(Path(tempfile.gettempdir()).resolve())}  # fmt: skip
+    for engine in sorted(p.name for p in fakes.iterdir() if p.name.startswith("bad_")):
+        prefs().engine_python = str(fakes / engine / "python")
+        files = set(os.listdir(folder))
+        before = fingerprint()
+        status = _run_capture(engine)
+        scene.frame_set(scene.frame_current)  # evaluate: a NaN key would show in the pose
+        out[engine] = {"status": status, "unchanged": fingerprint() == before,
+                       "pose_finite": _pose_finite(obj),
+                       "takes_left": sorted(set(os.listdir(folder)) - files)}  # fmt: skip
+    # 21 captures in quick succession: 21 take files (the old names changed once a second)
+    prefs().engine_python = str(fakes / "good" / "python")
+    files = set(os.listdir(folder))
+    started = time.perf_counter()
+    statuses, takes = [], []
+    for _ in range(21):
+        statuses.append(sorted(bpy.ops.handmocap.capture()))
+        takes.append(s.last_take)
+    scene.frame_set(10)
+    out["quick"] = {"seconds": time.perf_counter() - started, "statuses": statuses,
+                    "last_takes": takes, "new_files": sorted(set(os.listdir(folder)) - files),
+                    "pose_finite": _pose_finite(obj)}  # fmt: skip
+    # a capture cancelled while the engine runs (what Esc does): its take file goes
+    prefs().engine_python = str(fakes / "slow" / "python")
+    session = capture_op.CaptureSession(bpy.context)
+    existed = session.take_path.is_file()
+    capture_op.CaptureOperatorBase._abort(SimpleNamespace(_session=session))
+    out["cancelled"] = {"existed_while_running": existed,
+                        "left_after_cancel": session.take_path.exists(),
+                        "error": session.run.error}  # fmt: skip
+    # a cleanup tool that fails half-way (a NaN key on the last bone: the curve maths raises
+    # after the other bones were re-smoothed) reports one line and puts every key back
+    action = handmocap_actions(obj)["right"]
+    fc = bone_curves(action)[-1].curves[1]
+    fc.keyframe_points[12].co = (fc.keyframe_points[12].co[0], float("nan"))
+    fc.update()
+    s.range_start, s.range_end, s.smooth_sigma = 5, 30, 2.0
+    keys, before = _all_keys(obj), fingerprint()
+    status = _run_capture("smooth_nan", bpy.ops.handmocap.smooth_range)
+    out["smooth_nan"] = {"status": status, "keys_unchanged": _same_keys(keys, _all_keys(obj)),
+                         "unchanged": fingerprint() == before}  # fmt: skip
+    return out
+
+
 def main() -> None:
     zip_path, scenario, *args = sys.argv[1:]
     code = 0

@@ -184,3 +184,110 @@ def test_bad_inputs_are_reported_and_change_nothing(extension_zip, demo_video, t
         assert "Traceback" not in section and section.count("report: ") == 1
     assert "needs 0.1.0 or later" in r["engine_too_old"]
     assert r["engine_good"].startswith("handmocap 0.1.0 on cpu (models built)")
+
+
+def test_crafted_takes_are_refused_and_takes_stay_private(extension_zip, tmp_path):
+    """Issue 16 sections 1 and 4 through the installed extension, with stand-in engines
+    that hand back crafted takes. Each bad take (NaN rotations, an fps of 0.07, zero bytes,
+    truncated, a header that is not JSON, no frames, one frame) ends as CANCELLED with one
+    report line naming the problem and no traceback; actions and pose are as before (the
+    pose finite) and the take file is deleted. 21 quick captures leave 21 distinct take
+    files in a private folder (not the shared temp folder); a cancelled capture leaves no
+    file; a cleanup tool failing half-way (a ValueError from the curve maths) is one line
+    and every key is put back."""
+    import numpy as np
+
+    from handmocap.retarget.mano_rest import default_rest_keypoints
+
+    def write_take(path: Path, header: dict | str, tracks: list[dict]) -> Path:
+        # laid out as Take.save writes it (a deflated .npz: header JSON, track{i}.meta JSON,
+        # track{i}.<field> in the stored dtypes), but able to hold what Take.save refuses
+        arrays = {"header": np.array(header if isinstance(header, str) else json.dumps(header))}
+        for i, track in enumerate(tracks):
+            fields = dict(track)
+            meta = {"track_id": i, "handedness": fields.pop("handedness")}
+            arrays[f"track{i}.meta"] = np.array(json.dumps(meta))
+            for name, value in fields.items():
+                dtype = {"frames": np.int64, "flags": np.uint8}.get(name, np.float32)
+                arrays[f"track{i}.{name}"] = np.asarray(value, dtype=dtype)
+        with path.open("wb") as out:
+            np.savez_compressed(out, **arrays)
+        return path
+
+    def right_hand(t: int, pose_value: float | None = None) -> dict:
+        # small seeded MANO rotations (all set to pose_value when given), the open hand's rest
+        pose = np.random.default_rng(7).normal(0.0, 0.15, (t, 16, 3))
+        if pose_value is not None:
+            pose[:] = pose_value
+        return {"handedness": "right", "frames": np.arange(t), "flags": np.ones(t),
+                "keypoints_2d": np.full((t, 21, 2), 300.0), "world_landmarks": np.zeros((t, 21, 3)),
+                "keypoints_rel_depth": np.zeros((t, 21)), "confidence": np.full((t, 21), 0.9),
+                "right_prob": np.ones(t), "mano_pose": pose, "mano_betas": np.zeros(10),
+                "translation": np.tile([0.0, 0.0, 0.5], (t, 1)),
+                "keypoints_3d": np.zeros((t, 21, 3)),
+                "rest_keypoints": default_rest_keypoints("right")}  # fmt: skip
+
+    def header(fps: float = 24.0) -> dict:
+        return {"format": "handmocap-take", "version": 1, "source": "clip.mp4", "fps": fps,
+                "width": 640, "height": 480,
+                "intrinsics": [[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]],
+                "intrinsics_source": "guess", "hand_model": "test",
+                "frame_range": {"start": 0, "end": None, "stride": 1}}  # fmt: skip
+
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    good = write_take(crafted / "good.npz", header(), [right_hand(48)])
+    takes = {
+        "bad_nan_rotations": write_take(crafted / "nan.npz", header(),
+                                        [right_hand(48, float("nan"))]),
+        "bad_fps_0_07": write_take(crafted / "fps.npz", header(0.07), [right_hand(48)]),
+        "bad_zero_frames": write_take(crafted / "zero.npz", header(), [right_hand(0)]),
+        "bad_one_frame": write_take(crafted / "one.npz", header(), [right_hand(1)]),
+        "bad_invalid_json": write_take(crafted / "json.npz", '{"format": "handmocap-take", "ver',
+                                       [right_hand(48)]),
+        "bad_zero_byte": crafted / "empty.npz",
+        "bad_truncated": crafted / "truncated.npz",
+    }  # fmt: skip
+    takes["bad_zero_byte"].write_bytes(b"")
+    takes["bad_truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    fakes = tmp_path / "fakes"
+    info = {"version": "0.1.0", "take_version": 1, "device": "cpu", "models_built": True}
+    done = """echo '{"event": "done"}'"""
+    for name, take in {**takes, "good": good}.items():
+        _fake_engine(fakes / name, info, f"cp '{take}' \"$6\" && {done}")  # -o is $6
+    _fake_engine(fakes / "slow", info, "sleep 60")
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"the stand-in engines never read it")
+    r, output = run_scenario(extension_zip, "bad_takes", str(video), str(fakes), tmp=tmp_path)
+    expected = {
+        "bad_nan_rotations": r"NaN",
+        "bad_fps_0_07": r"0\.07",
+        "bad_zero_byte": r"empty \(0 bytes\)",
+        "bad_truncated": r"(?i)truncated|damaged|cannot be read|not a readable take",
+        "bad_invalid_json": r"JSON",
+        "bad_zero_frames": r"(?i)no frames|0 frames",
+        "bad_one_frame": r"only 1 video frame",
+    }
+    for name, pattern in expected.items():
+        want = {"status": ["CANCELLED"], "unchanged": True, "pose_finite": True, "takes_left": []}
+        assert r[name] == want, (name, r[name])
+        section = output.split(f"SCENARIO {name}\n")[1].split(f"END {name}\n")[0]
+        (line,) = [x for x in section.splitlines() if x.startswith("report: ")]
+        assert re.search(pattern, line), (name, line)
+        assert "Traceback" not in section, (name, section[-2000:])
+    # the takes of unsaved .blend files: a private folder of the user, not the shared temp
+    folder = Path(r["folder"])
+    assert folder.is_relative_to(tmp_path / "blender_user"), folder
+    assert "handmocap_takes" not in folder.parts and r["folder_mode"] == 0o700
+    assert not folder.resolve().is_relative_to(Path(r["shared_tmp"]) / "handmocap_takes")
+    quick = r["quick"]
+    assert quick["statuses"] == [["FINISHED"]] * 21, output[-3000:]
+    assert len(set(quick["last_takes"])) == 21 and len(quick["new_files"]) == 21
+    assert sorted(Path(p).name for p in quick["last_takes"]) == quick["new_files"]
+    assert all(Path(p).parent == folder for p in quick["last_takes"]) and quick["pose_finite"]
+    assert r["cancelled"] == {"existed_while_running": True, "left_after_cancel": False,
+                              "error": "capture cancelled"}  # fmt: skip
+    smooth = r["smooth_nan"]
+    assert smooth == {"status": ["CANCELLED"], "keys_unchanged": True, "unchanged": True}, smooth
+    section = output.split("SCENARIO smooth_nan\n")[1].split("END smooth_nan\n")[0]
+    assert section.count("report: ") == 1, section[-2000:]
