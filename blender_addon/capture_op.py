@@ -233,6 +233,7 @@ class CaptureSession:
                 start=start, end=end, stride=settings.stride,
                 max_hands=2 if settings.hands == "BOTH" else 1,
                 mano_dir=Path(bpy.path.abspath(prefs.mano_dir)) if prefs.mano_dir else None,
+                fps=settings.video_fps or None,
             )  # fmt: skip
             self.run = EngineRun(request)
         except BaseException:

@@ -151,6 +151,17 @@ def query_engine(python: str, device: str = "auto", timeout_s: float = 180.0) ->
     )
 
 
+# The engine's messages name its command-line flags; in Blender the same setting is a field.
+_FLAG_IN_PANEL = {"pass --fps": "set Video frame rate in the capture panel"}
+
+
+def in_blender_terms(message: str) -> str:
+    """An engine error message with its command-line advice said as the panel's field."""
+    for flag, field_text in _FLAG_IN_PANEL.items():
+        message = message.replace(flag, field_text)
+    return message
+
+
 @dataclass(frozen=True)
 class CaptureRequest:
     """One capture run. Frames are video frame indices (end exclusive, None = to the end)."""
@@ -165,6 +176,7 @@ class CaptureRequest:
     max_hands: int = 2
     mano_dir: Path | None = None
     fov_deg: float | None = None
+    fps: float | None = None  # the video's frame rate, where the file does not state it
 
     def command(self) -> list[str]:
         cmd = [str(self.python), "-m", ENGINE_MODULE, "capture", str(self.video),
@@ -177,6 +189,8 @@ class CaptureRequest:
             cmd += ["--mano-dir", str(self.mano_dir)]
         if self.fov_deg:
             cmd += ["--fov", str(self.fov_deg)]
+        if self.fps:
+            cmd += ["--fps", repr(float(self.fps))]
         return cmd
 
 
@@ -302,7 +316,7 @@ class EngineRun:
             self._done_event = event
             self._take_overall(event)
         elif kind == "error":
-            self.error = str(event.get("message", "the engine reported an error"))
+            self.error = in_blender_terms(str(event.get("message", "the engine reported an error")))
 
     def _conclude(self) -> None:
         self.finished = True

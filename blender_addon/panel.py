@@ -34,6 +34,7 @@ class HM_PT_capture(_HandMocapPanel, bpy.types.Panel):
         col.prop(s, "frame_start")
         col.prop(s, "frame_end")
         col.prop(s, "stride")
+        col.prop(s, "video_fps")
         layout.prop(s, "hands")
         layout.prop(s, "target")
         layout.prop(s, "wrist")

@@ -92,6 +92,14 @@ class HM_CaptureSettings(bpy.types.PropertyGroup):
         description="Last video frame (inclusive; 0 = to the end)",
     )
     stride: IntProperty(name="Stride", min=1, default=1, description="Use every n-th frame")
+    video_fps: FloatProperty(
+        name="Video frame rate",
+        min=0.0,
+        max=1000.0,
+        default=0.0,
+        description="Frames per second of the video, for files that do not state it (and for "
+        "folders of frames); 0 = what the file says (folders: 30)",
+    )
     hands: EnumProperty(name="Hands", items=HANDS, default="BOTH")
     target: PointerProperty(
         name="Armature",

@@ -117,3 +117,20 @@ def test_the_real_engine_reports_and_can_be_cancelled(tmp_path):
     assert time.monotonic() - started < 5.0
     assert run.error == "capture cancelled" and not take.exists()
     json.dumps(run.status)  # plain text for the status bar
+
+
+def test_a_video_without_a_frame_rate_can_be_captured_from_blender(tmp_path):
+    """The engine refuses a video that does not state its frame rate and asks for --fps;
+    the add-on says which panel field that is, and passes the field on as --fps."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    message = f"{video}: the file does not say its frame rate (it reports 0); pass --fps"
+    python = _fake(tmp_path, f"echo '{json.dumps({'event': 'error', 'message': message})}'; exit 1")
+    request = engine.CaptureRequest(python=str(python), video=video, take_path=tmp_path / "t.npz")
+    run = engine.EngineRun(request)
+    _poll_until(run, lambda r: r.finished)
+    assert run.error.endswith("(it reports 0); set Video frame rate in the capture panel")
+    assert "--fps" not in request.command()
+    with_rate = engine.CaptureRequest(python=str(python), video=video,
+                                      take_path=tmp_path / "t.npz", fps=29.97)  # fmt: skip
+    assert with_rate.command()[-2:] == ["--fps", "29.97"]
