@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 
 from handmocap.errors import HandmocapError
+from handmocap.inference import take_checks
 from handmocap.inference.take import Take, Track
 from handmocap.retarget.armature import ArmatureSpec
 from handmocap.retarget.curves import resample_linear, resample_rotations
@@ -201,58 +202,16 @@ def _check_rate(timing: TakeTiming, fps: float) -> None:
         )
 
 
-_TRACK_FIELDS = (
-    # field, label, shape (T = the track's frame count)
-    ("mano_pose", "rotations (mano_pose)", ("T", 16, 3)),
-    ("confidence", "confidences", ("T", 21)),
-    ("translation", "wrist positions (translation)", ("T", 3)),
-    ("rest_keypoints", "rest hand (rest_keypoints)", (21, 3)),
-)
-
-
-def _numbers(value: Any, where: str, label: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` as float64 of ``shape``, finite (else HandmocapError naming the field)."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise HandmocapError(f"{where}: its {label} are not numbers: {_DAMAGED}") from None
-    if arr.shape != shape:
-        raise HandmocapError(f"{where}: its {label} have shape {arr.shape}, expected {shape}: "
-                             f"{_DAMAGED}")  # fmt: skip
-    return arr
-
-
 def check_track(track: Track, index: int) -> None:
-    """Refuse a track whose frames or keyed fields are malformed or not finite.
+    """Refuse a track whose fields are malformed or not finite, with the take's own checks
+    (they ran when the track was built; its arrays may have changed since).
 
-    Raises HandmocapError naming the track, the field and (for per-frame fields) the first
-    video frame at fault."""
-    where = f"the take's track {index} ({track.handedness} hand)"
-    frames = _numbers(track.frames, where, "frame numbers", np.shape(track.frames))
-    if frames.ndim != 1:
-        raise HandmocapError(f"{where}: its frame numbers have shape {frames.shape}, expected "
-                             f"(T,): {_DAMAGED}")  # fmt: skip
-    t = len(frames)
-    if not np.all(np.isfinite(frames)) or np.any(frames != np.round(frames)):
-        raise HandmocapError(f"{where}: its frame numbers are not whole numbers: {_DAMAGED}")
-    if t and frames.min() < 0:
-        raise HandmocapError(f"{where}: frame {frames.min():.0f} is negative: {_DAMAGED}")
-    if np.any(np.diff(frames) <= 0):
-        i = int(np.flatnonzero(np.diff(frames) <= 0)[0])
-        raise HandmocapError(f"{where}: its frames are not increasing (frame {frames[i]:.0f} "
-                             f"is followed by {frames[i + 1]:.0f}): {_DAMAGED}")  # fmt: skip
-    for name, label, spec in _TRACK_FIELDS:
-        value = getattr(track, name)
-        if value is None:
-            continue
-        arr = _numbers(value, where, label, tuple(t if s == "T" else s for s in spec))
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            at = ""
-            if spec[0] == "T":
-                at = f", first at video frame {frames[np.argwhere(bad)[0][0]]:.0f}"
-            raise HandmocapError(f"{where} has {int(bad.sum())} NaN or infinite values in its "
-                                 f"{label}{at}: {_DAMAGED}")  # fmt: skip
+    Raises HandmocapError naming the track and the field."""
+    try:
+        take_checks.check_track(track)
+    except take_checks.Invalid as err:
+        raise HandmocapError(f"the take's track {index} ({track.handedness} hand): "
+                             f"{err.detail}: {_DAMAGED}") from None  # fmt: skip
 
 
 def hand_series(take: Take, side: str) -> HandSeries | None:
