@@ -28,7 +28,7 @@ import numpy as np
 
 from handmocap.errors import HandmocapError
 from handmocap.inference import take_checks
-from handmocap.inference.take import Take, Track
+from handmocap.inference.take import FPS_RANGE, Take, Track
 from handmocap.retarget.armature import ArmatureSpec
 from handmocap.retarget.curves import resample_linear, resample_rotations
 from handmocap.retarget.rig_profiles import HandBones, RigMapping
@@ -59,7 +59,7 @@ MAX_SCENE_FRAMES_PER_VIDEO_FRAME: Final = 4.0
 # at 30 fps is about 2.5 million).
 MAX_KEYS: Final = 5_000_000
 # Frame rates above this are no camera's: the header is damaged.
-MAX_VIDEO_FPS: Final = 10_000.0
+MAX_VIDEO_FPS: Final = FPS_RANGE[1]  # the take format's own ceiling
 # Blender's MAXFRAME: keys beyond it cannot be shown or played.
 BLENDER_MAX_FRAME: Final = 1_048_574
 # A hand needs this many samples to be keyed as motion.

@@ -293,7 +293,7 @@ def test_an_all_nan_take_never_leaves_a_nan_pose():
     ("24", "the take's frame rate is '24' fps; it must be a positive number"),
     (True, "the take's frame rate is True fps; it must be a positive number"),
     (None, "the take's frame rate is None fps; it must be a positive number"),
-    (1e6, "the take's frame rate is 1e+06 fps, above the 10000 fps any camera records"),
+    (1e6, "the take's frame rate is 1e+06 fps, above the 1000 fps any camera records"),
 ])  # fmt: skip
 def test_a_wrong_frame_rate_is_refused_naming_it(fps, message):
     """An fps of 0.07 turned 48 samples into 1,047,477 keys (630 MB); now any frame rate

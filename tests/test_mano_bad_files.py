@@ -222,17 +222,24 @@ def _files(root):
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-@pytest.mark.parametrize(("mutate", "message"), [c[1:] for c in BAD_CASES],
-                         ids=[c[0] for c in BAD_CASES])  # fmt: skip
-def test_bad_file_is_refused_and_nothing_is_cached(tmp_path, monkeypatch, mutate, message):
+def _mano_folder(tmp_path, monkeypatch, right: bytes, left: bytes):
+    """(cache, folder): an empty model cache in use and a MANO folder holding ``right`` and
+    ``left`` as MANO_RIGHT.pkl / MANO_LEFT.pkl."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("HANDMOCAP_CACHE", str(cache))
     folder = tmp_path / "mano"
     folder.mkdir()
+    (folder / "MANO_RIGHT.pkl").write_bytes(right)
+    (folder / "MANO_LEFT.pkl").write_bytes(left)
+    return cache, folder
+
+
+@pytest.mark.parametrize(("mutate", "message"), [c[1:] for c in BAD_CASES],
+                         ids=[c[0] for c in BAD_CASES])  # fmt: skip
+def test_bad_file_is_refused_and_nothing_is_cached(tmp_path, monkeypatch, mutate, message):
     bad = _valid(0)
     mutate(bad)
-    (folder / "MANO_RIGHT.pkl").write_bytes(_pkl(bad))
-    (folder / "MANO_LEFT.pkl").write_bytes(_pkl(_valid(1)))
+    cache, folder = _mano_folder(tmp_path, monkeypatch, _pkl(bad), _pkl(_valid(1)))
     with pytest.raises(AssetError) as caught:
         convert_mano_folder(folder)
     text = str(caught.value)
@@ -298,12 +305,7 @@ def test_python2_style_pickles_are_read_and_checked_alike(tmp_path, protocol):
 
 
 def test_a_bad_file_keeps_the_earlier_valid_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HANDMOCAP_CACHE", str(cache))
-    folder = tmp_path / "mano"
-    folder.mkdir()
-    (folder / "MANO_RIGHT.pkl").write_bytes(_pkl(_valid(0)))
-    (folder / "MANO_LEFT.pkl").write_bytes(_pkl(_valid(1)))
+    cache, folder = _mano_folder(tmp_path, monkeypatch, _pkl(_valid(0)), _pkl(_valid(1)))
     good = convert_mano_folder(folder)
     before = {p: p.read_bytes() for p in _files(cache)}
     assert sorted(p.name for p in before) == ["MANO_LEFT.npz", "MANO_RIGHT.npz"]
@@ -322,15 +324,10 @@ def test_a_cache_written_before_validation_is_not_trusted(tmp_path, monkeypatch)
     those folders are never served (a crafted file is re-read, and refused)."""
     import hashlib
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HANDMOCAP_CACHE", str(cache))
-    folder = tmp_path / "mano"
-    folder.mkdir()
     bad = _valid(0)
     bad["J_regressor"].indices[0] = 17
     raw = {"RIGHT": _pkl(bad), "LEFT": _pkl(_valid(1))}
-    for side, content in raw.items():
-        (folder / f"MANO_{side}.pkl").write_bytes(content)
+    cache, folder = _mano_folder(tmp_path, monkeypatch, raw["RIGHT"], raw["LEFT"])
     digest = hashlib.sha256(raw["RIGHT"] + raw["LEFT"]).hexdigest()[:12]
     old = cache / "models" / f"mano-{digest}"
     old.mkdir(parents=True)
@@ -341,12 +338,7 @@ def test_a_cache_written_before_validation_is_not_trusted(tmp_path, monkeypatch)
 
 
 def test_an_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HANDMOCAP_CACHE", str(cache))
-    folder = tmp_path / "mano"
-    folder.mkdir()
-    (folder / "MANO_RIGHT.pkl").write_bytes(_pkl(_valid(0)))
-    (folder / "MANO_LEFT.pkl").write_bytes(_pkl(_valid(1)))
+    cache, folder = _mano_folder(tmp_path, monkeypatch, _pkl(_valid(0)), _pkl(_valid(1)))
     real_savez = np.savez
     calls = []
 
