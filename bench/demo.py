@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.append(np.linalg.norm(tr.keypoints_2d - truth, axis=-1).ravel())
     found = sum(len(t) for t in result.take.tracks)
     median = f"{np.median(np.concatenate(errors)):.2f} px" if errors else "n/a"
-    fps = result.frames / result.take.header["tracking_seconds"]
+    engine = result.take.header.engine
+    fps = result.frames / engine.tracking_seconds
     print(
-        f"[demo] engine on {result.take.header['device']}: {fps:.1f} frames/s tracking, hands "
+        f"[demo] engine on {engine.device}: {fps:.1f} frames/s tracking, hands "
         f"found on {found} of {gt.num_frames * gt.num_hands} hand-frames, median 2D error {median}"
     )
     for tr in result.take.tracks:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             hand = gt.handedness.index(tr.handedness)
             pa = pa_mpjpe_mm(tr.keypoints_3d.astype(np.float64),
                              gt.keypoints_cam[tr.frames, hand].astype(np.float64))  # fmt: skip
-            print(f"[demo] MANO fit ({result.take.header['hand_model']}), {tr.handedness} hand: "
+            print(f"[demo] MANO fit ({result.take.header.hand_model}), {tr.handedness} hand: "
                   f"PA-MPJPE {pa.mean():.1f} mm against the ground truth")  # fmt: skip
     try:
         from .demo_blender import write_blend_and_fbx

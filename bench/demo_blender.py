@@ -10,10 +10,10 @@ import bpy
 from blender_addon.apply_take import ApplySettings, apply_take
 from blender_addon.armature_io import detect_armature
 from blender_addon.fbx_export import UNITY, export_fbx
-from handmocap.inference.take import load_take
 from handmocap.models.webxr_asset import ensure_webxr_hand
 from handmocap.models.webxr_hand import load_webxr_hand
 from handmocap.retarget.solver import WristMode
+from handmocap.take import load_take
 
 from .synth import blender_scene as bs
 
@@ -23,7 +23,7 @@ def write_blend_and_fbx(take_path: Path, out: Path) -> tuple[Path, list[Path]]:
     take = load_take(take_path)
     bs.reset_blender()
     scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = round(float(take.header["fps"])), 1.0
+    scene.render.fps, scene.render.fps_base = round(take.header.fps), 1.0
     files = ensure_webxr_hand()
     fbx_paths = []
     last = 1

@@ -156,7 +156,7 @@ _PEAK_RSS = """
 import resource, sys
 from pathlib import Path
 from handmocap.inference.capture import capture
-from handmocap.inference.video import FrameRange
+from handmocap.take import FrameRange
 from handmocap.inference.capture import CaptureConfig
 config = CaptureConfig(frames=FrameRange(0, int(sys.argv[2])), fit_mano=False)
 r = capture(Path(sys.argv[1]), config)
@@ -313,10 +313,10 @@ def suite_mano(ref: float) -> Result:
     if OFFICE.is_file():
         from handmocap.inference.tracker import HandTracker, TrackerConfig
 
-        header = capture(OFFICE, tracker=HandTracker(TrackerConfig())).take.header
-        share = header["mano_seconds"] / header["tracking_seconds"]
-        per_frame = {k: round(1000 * header[f"{k}_seconds"] / header["frames_read"], 2)
-                     for k in ("tracking", "mano")}  # fmt: skip
+        engine = capture(OFFICE, tracker=HandTracker(TrackerConfig())).take.header.engine
+        share = engine.mano_seconds / engine.tracking_seconds
+        seconds = {"tracking": engine.tracking_seconds, "mano": engine.mano_seconds}
+        per_frame = {k: round(1000 * s / engine.frames_read, 2) for k, s in seconds.items()}
         metrics += [
             Metric("office_tracking_ms_per_frame", per_frame["tracking"], "ms"),
             Metric("office_mano_ms_per_frame", per_frame["mano"], "ms", "IK + refinement + set-up"),

@@ -6,7 +6,8 @@ Video frames map to scene frames through time: the take's first frame lands on
 ``scene_start``, and when the video's frame rate differs from the scene's the solved
 rotations are resampled (slerp) at the scene's whole frames. The take's per-frame
 confidence is keyed as a custom property (``hm_confidence_R``/``_L``, 0..1, 0 where the
-hand was lost) so the animator sees where the capture is weak.
+hand was lost) so the animator sees where the capture is weak. The arithmetic of it lives in
+:mod:`handmocap.retarget.timeline`: this module reads Blender's data, calls it, and writes.
 
 Nothing is keyed from a take that would put garbage into the scene: everything that will
 be keyed is computed and checked first (finite rotations, locations and confidences, a sane
@@ -17,7 +18,6 @@ untouched; any other failure while writing is undone by an :class:`AnimationSnap
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,10 +27,7 @@ import bpy
 import numpy as np
 
 from handmocap.errors import HandmocapError
-from handmocap.inference import take_checks
-from handmocap.inference.take import FPS_RANGE, Take, Track
 from handmocap.retarget.armature import ArmatureSpec
-from handmocap.retarget.curves import resample_linear, resample_rotations
 from handmocap.retarget.rig_profiles import HandBones, RigMapping
 from handmocap.retarget.solver import (
     CAMERA_FIRST_PERSON,
@@ -40,6 +37,22 @@ from handmocap.retarget.solver import (
     RetargetConfig,
     WristMode,
 )
+from handmocap.retarget.timeline import (
+    TAKE_DAMAGED,
+    FrameMap,
+    HandSeries,
+    TakeTiming,
+    check_finite_keys,
+    check_rate,
+    check_scene_frames,
+    hand_series,
+    on_scene_frames,
+    scene_grid,
+    side_tracks,
+    take_timing,
+)
+from handmocap.sides import BOTH, Side
+from handmocap.take import Take, Track, checks
 
 from .armature_io import (
     camera_to_armature,
@@ -49,23 +62,12 @@ from .armature_io import (
 )
 from .keyframes import HAS_SLOTS, ActionWriter
 
-SIDE_SUFFIX = {"left": "L", "right": "R"}
-
-# Limits on what one take may key (see _plan). A video frame may spread over at most this
-# many scene frames (a 6 fps video into a 24 fps scene); more means the take's frame rate is
-# wrong (an fps of 0.07 turned 48 samples into a million keys).
-MAX_SCENE_FRAMES_PER_VIDEO_FRAME: Final = 4.0
-# Keys one capture may write, all hands and curves together (a 10-minute two-hand capture
-# at 30 fps is about 2.5 million).
+# Limits on what one take may key (see _plan; the timeline's own: a video frame spread over
+# at most 4 scene frames, frames Blender can hold). Keys one capture may write, all hands
+# and curves together (a 10-minute two-hand capture at 30 fps is about 2.5 million).
 MAX_KEYS: Final = 5_000_000
-# Frame rates above this are no camera's: the header is damaged.
-MAX_VIDEO_FPS: Final = FPS_RANGE[1]  # the take format's own ceiling
-# Blender's MAXFRAME: keys beyond it cannot be shown or played.
-BLENDER_MAX_FRAME: Final = 1_048_574
 # A hand needs this many samples to be keyed as motion.
 MIN_SAMPLES: Final = 2
-
-_DAMAGED = "the take file is damaged; capture again"
 
 
 class CameraPlacement(Enum):
@@ -82,7 +84,7 @@ class ApplySettings:
     """How a take lands on an armature (built once from the panel's properties).
 
     Attributes:
-        sides: the hands to apply ("left", "right").
+        sides: the hands to apply (:class:`Side`, or their text).
         wrist: what happens to the hand bone.
         camera: where the camera was relative to the character.
         scene_start: the scene frame the take's first video frame lands on.
@@ -92,7 +94,7 @@ class ApplySettings:
         take_path: stored on the Actions so cleanup tools can go back to the take.
     """
 
-    sides: tuple[str, ...] = ("left", "right")
+    sides: tuple[Side, ...] = BOTH
     wrist: WristMode = WristMode.ROTATION
     camera: CameraPlacement = CameraPlacement.FRONT
     scene_start: int = 1
@@ -100,84 +102,20 @@ class ApplySettings:
     take_name: str = "handmocap"
     take_path: str = ""
 
+    def __post_init__(self) -> None:
+        sides = tuple(Side.parse(s, "a hand to apply") for s in self.sides)
+        object.__setattr__(self, "sides", sides)
+
 
 @dataclass
 class ApplyResult:
-    actions: dict[str, str] = field(default_factory=dict)  # side -> action name
-    keyed_bones: dict[str, int] = field(default_factory=dict)
+    actions: dict[Side, str] = field(default_factory=dict)  # side -> action name
+    keyed_bones: dict[Side, int] = field(default_factory=dict)
     frame_range: tuple[int, int] | None = None
     messages: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class HandSeries:
-    """One hand over the take, its tracks merged. T samples (video frames, increasing)."""
-
-    side: str
-    frames: np.ndarray  # (T,) video frame indices
-    pose: np.ndarray  # (T, 16, 3)
-    translation: np.ndarray  # (T, 3)
-    confidence: np.ndarray  # (T,) mean keypoint confidence, 0..1
-    rest_keypoints: np.ndarray | None  # (21, 3)
-
-
 # -- checking the take ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TakeTiming:
-    """The take's clock, checked. ``fps`` is the rate of the take's samples (the video's
-    frame rate divided by the stride); video frame ``first`` is the first of the range."""
-
-    fps: float
-    stride: int
-    first: int
-
-    @property
-    def video_fps(self) -> float:
-        """Frames per second of the video the frame indices count."""
-        return self.fps * self.stride
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _whole_number(value: Any, what: str, minimum: int) -> int:
-    if not _is_number(value) or not math.isfinite(float(value)) or float(value) != int(value):
-        raise HandmocapError(f"the take's {what} is {value!r}; it must be a whole number: "
-                             f"{_DAMAGED}")  # fmt: skip
-    if int(value) < minimum:
-        raise HandmocapError(f"the take's {what} is {int(value)}; it must be at least {minimum}: "
-                             f"{_DAMAGED}")  # fmt: skip
-    return int(value)
-
-
-def take_timing(take: Take) -> TakeTiming:
-    """The take header's frame rate and frame range, checked. Raises HandmocapError naming
-    the field and its value."""
-    header = take.header
-    if not isinstance(header, dict):
-        raise HandmocapError(f"the take's header is not a JSON object: {_DAMAGED}")
-    if "fps" not in header:
-        raise HandmocapError(f"the take's header has no frame rate (fps): {_DAMAGED}")
-    fps = header["fps"]
-    if not _is_number(fps) or not math.isfinite(float(fps)) or float(fps) <= 0.0:
-        raise HandmocapError(f"the take's frame rate is {fps!r} fps; it must be a positive "
-                             f"number: {_DAMAGED}")  # fmt: skip
-    frame_range = header.get("frame_range") or {}
-    if not isinstance(frame_range, dict):
-        raise HandmocapError(f"the take's frame_range is {frame_range!r}, not a JSON object: "
-                             f"{_DAMAGED}")  # fmt: skip
-    stride = _whole_number(frame_range.get("stride", 1) or 1, "frame stride", 1)
-    first = _whole_number(frame_range.get("start", 0) or 0, "first frame", 0)
-    timing = TakeTiming(float(fps), stride, first)
-    if timing.video_fps > MAX_VIDEO_FPS:
-        raise HandmocapError(f"the take's frame rate is {timing.video_fps:g} fps, above the "
-                             f"{MAX_VIDEO_FPS:g} fps any camera records: {_DAMAGED}")  # fmt: skip
-    return timing
 
 
 def scene_fps(scene: bpy.types.Scene) -> float:
@@ -189,131 +127,16 @@ def scene_fps(scene: bpy.types.Scene) -> float:
     return fps
 
 
-def _check_rate(timing: TakeTiming, fps: float) -> None:
-    """Refuse a take whose video frames would each spread over many scene frames."""
-    ratio = fps / timing.video_fps
-    if ratio > MAX_SCENE_FRAMES_PER_VIDEO_FRAME:
-        strided = f", one sample every {timing.stride} frames" if timing.stride > 1 else ""
-        raise HandmocapError(
-            f"the take's frame rate is {timing.video_fps:g} fps{strided}: each video frame "
-            f"would spread over {ratio:.0f} scene frames at {fps:g} fps (at most "
-            f"{MAX_SCENE_FRAMES_PER_VIDEO_FRAME:g} are keyed); the take's fps is wrong: capture "
-            "again, or bring the scene's frame rate closer to the video's"
-        )
-
-
 def check_track(track: Track, index: int) -> None:
     """Refuse a track whose fields are malformed or not finite, with the take's own checks
     (they ran when the track was built; its arrays may have changed since).
 
     Raises HandmocapError naming the track and the field."""
     try:
-        take_checks.check_track(track)
-    except take_checks.Invalid as err:
+        checks.check_track(track)
+    except checks.Invalid as err:
         raise HandmocapError(f"the take's track {index} ({track.handedness} hand): "
-                             f"{err.detail}: {_DAMAGED}") from None  # fmt: skip
-
-
-def hand_series(take: Take, side: str) -> HandSeries | None:
-    """The side's tracks merged by frame (where two overlap, the more confident wins).
-    None when the side has no track with MANO fields and at least one frame."""
-    tracks = [t for t in take.tracks
-              if t.handedness == side and t.mano_pose is not None and len(t) > 0]  # fmt: skip
-    if not tracks:
-        return None
-    best: dict[int, tuple[float, Track, int]] = {}
-    for tr in tracks:
-        conf = tr.confidence.mean(axis=1)
-        for i, f in enumerate(tr.frames.tolist()):
-            if f not in best or conf[i] > best[f][0]:
-                best[f] = (float(conf[i]), tr, i)
-    frames = np.array(sorted(best), dtype=np.int64)
-    pose = np.stack([best[f][1].mano_pose[best[f][2]] for f in frames]).astype(np.float64)
-    transl = np.stack([
-        best[f][1].translation[best[f][2]] if best[f][1].translation is not None else np.zeros(3)
-        for f in frames
-    ]).astype(np.float64)  # fmt: skip
-    conf = np.array([best[f][0] for f in frames])
-    longest = max(tracks, key=len)
-    return HandSeries(side, frames, pose, transl, conf, longest.rest_keypoints)
-
-
-def scene_times(take: Take, frames: np.ndarray, scene_fps: float,
-                scene_start: int) -> np.ndarray:  # fmt: skip
-    """(T,) scene frame (float) of each video frame index: the take's first frame of its
-    range lands on ``scene_start``; time runs at the video's frame rate."""
-    timing = take_timing(take)
-    return scene_start + (frames - timing.first) / timing.video_fps * scene_fps
-
-
-def _segments(times: np.ndarray, step: float) -> list[slice]:
-    """Runs of samples no further apart than 1.5 steps (a lost hand splits them)."""
-    if len(times) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(times) > 1.5 * step) + 1
-    edges = [0, *breaks.tolist(), len(times)]
-    return [slice(a, b) for a, b in itertools.pairwise(edges)]
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """The whole scene frames one hand is keyed on: per segment of samples (a slice of the
-    (T,) samples), the (K_s,) frames. ``integral``: the samples fall on whole frames at
-    least one frame apart, so they are keyed as they are, without resampling."""
-
-    integral: bool
-    segments: tuple[tuple[slice, np.ndarray], ...]
-
-    @property
-    def key_count(self) -> int:
-        return sum(len(dst) for _, dst in self.segments)
-
-
-def _scene_grid(times: np.ndarray, step: float) -> _Grid:
-    """Where the samples at scene ``times`` (T,) (``step`` scene frames apart) are keyed.
-    ``times`` must lie within Blender's frame range (the frames are enumerated)."""
-    integral = bool(np.allclose(times, np.round(times), atol=1e-6) and step >= 1.0 - 1e-9)
-    out = []
-    for seg in _segments(times, step):
-        t = times[seg]
-        if integral:
-            dst = np.round(t)
-        else:
-            dst = np.arange(np.ceil(t[0] - 1e-6), np.floor(t[-1] + 1e-6) + 1.0)
-        if len(dst):
-            out.append((seg, dst))
-    return _Grid(integral, tuple(out))
-
-
-def _on_scene_frames(solved: BonePoses, times: np.ndarray, conf: np.ndarray,
-                     grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                           np.ndarray, np.ndarray]:  # fmt: skip
-    """Resample onto the grid's whole scene frames, per segment. Returns (key frames (K,),
-    rotations (K, B, 4), locations (K, B, 3) or None, confidence frames (C,), values (C,))
-    where the confidence curve drops to 0 one frame outside each segment."""
-    out_f, out_q, out_l, conf_f, conf_v = [], [], [], [], []
-    for seg, dst in grid.segments:
-        t = times[seg]
-        if grid.integral:
-            q = solved.rotations[seg]
-            loc = solved.locations[seg] if solved.locations is not None else None
-            c = conf[seg]
-        else:
-            q = resample_rotations(t, solved.rotations[seg], dst)
-            loc = (resample_linear(t, solved.locations[seg], dst)
-                   if solved.locations is not None else None)  # fmt: skip
-            c = resample_linear(t, conf[seg], dst)
-        out_f.append(dst)
-        out_q.append(q)
-        if loc is not None:
-            out_l.append(loc)
-        conf_f += [[dst[0] - 1.0], dst, [dst[-1] + 1.0]]
-        conf_v += [[0.0], np.clip(c, 0.0, 1.0), [0.0]]
-    frames = np.concatenate(out_f)
-    cf, cv = np.concatenate(conf_f), np.concatenate(conf_v)
-    keep = np.concatenate([[True], np.diff(cf) > 0.5])  # touching segments: no duplicate keys
-    return (frames, np.concatenate(out_q), np.concatenate(out_l) if out_l else None,
-            cf[keep], cv[keep])  # fmt: skip
+                             f"{err.detail}: {TAKE_DAMAGED}") from None  # fmt: skip
 
 
 # -- putting the scene back -------------------------------------------------------------------
@@ -455,7 +278,7 @@ class AnimationSnapshot:
 class _HandKeys:
     """Everything one hand will key, computed and checked before the scene is touched."""
 
-    side: str
+    side: Side
     poses: BonePoses  # rotations (K, B, 4), locations (K, B, 3) or None
     frames: np.ndarray  # (K,) scene frames
     conf_frames: np.ndarray  # (C,)
@@ -481,29 +304,25 @@ def apply_take(obj: bpy.types.Object, take: Take, mapping: RigMapping, settings:
     result = ApplyResult()
     # What the engine could not read (a truncated video, undecodable frames) reaches the
     # animator with the capture's report, not only the engine's log.
-    result.messages.extend(str(w) for w in take.header.get("warnings", ()))
-    timing, hands = _plan(obj, take, mapping, settings, scene, result.messages)
+    result.messages.extend(str(w) for w in take.header.warnings or ())
+    frame_map, hands = _plan(obj, take, mapping, settings, scene, result.messages)
     snapshot = AnimationSnapshot(obj)
     try:
-        _write(obj, hands, timing, settings, result)
+        _write(obj, hands, frame_map, settings, result)
     except BaseException:
         snapshot.rollback()
         raise
     return result
 
 
-def _side_tracks(take: Take, side: str) -> list[tuple[int, Track]]:
-    return [(i, t) for i, t in enumerate(take.tracks)
-            if t.handedness == side and t.mano_pose is not None]  # fmt: skip
-
-
-def _plan(obj, take, mapping, settings, scene, messages) -> tuple[TakeTiming, list[_HandKeys]]:
+def _plan(obj, take, mapping, settings, scene, messages) -> tuple[FrameMap, list[_HandKeys]]:
     """Solve, resample and check every hand; nothing in the scene changes here."""
-    timing = take_timing(take)
+    timing = take_timing(take.header)
     fps = scene_fps(scene)
-    _check_rate(timing, fps)
+    check_rate(timing, fps)
+    frame_map = FrameMap.of_take(timing, fps, int(settings.scene_start))
     planner = _Planner(
-        obj, take, settings, timing, fps, messages,
+        obj, settings, timing, frame_map, messages,
         spec=read_armature_spec(obj), current=current_pose_matrices(obj),
         config=RetargetConfig(
             wrist=settings.wrist,
@@ -513,7 +332,7 @@ def _plan(obj, take, mapping, settings, scene, messages) -> tuple[TakeTiming, li
     )  # fmt: skip
     hands: list[_HandKeys] = []
     for side in settings.sides:
-        tracks = _side_tracks(take, side)
+        tracks = side_tracks(take, side)
         if side not in mapping.hands:
             if tracks:
                 messages.append(f"{obj.name} has no {side} hand; the {side} hand is skipped")
@@ -530,7 +349,7 @@ def _plan(obj, take, mapping, settings, scene, messages) -> tuple[TakeTiming, li
         hand = planner.hand(series, mapping.hands[side], sum(h.key_count for h in hands))
         if hand is not None:
             hands.append(hand)
-    return timing, hands
+    return frame_map, hands
 
 
 @dataclass
@@ -538,10 +357,9 @@ class _Planner:
     """What every hand of one take is planned against."""
 
     obj: bpy.types.Object
-    take: Take
     settings: ApplySettings
     timing: TakeTiming
-    fps: float  # the scene's
+    frame_map: FrameMap  # the take's video frames onto the scene's
     messages: list[str]
     spec: ArmatureSpec
     current: np.ndarray  # (N, 4, 4) pose matrices
@@ -567,20 +385,21 @@ class _Planner:
         solver = HandRetargeter(self.spec, hand_map, series.rest_keypoints, self.config)
         solved = solver.solve(series.pose, series.translation, self.current)
         _check_solved(obj, series, solved, self.current)
-        times = scene_times(self.take, series.frames, self.fps, settings.scene_start)
-        _check_scene_frames(side, times)
-        grid = _scene_grid(times, self.fps / self.timing.fps)
+        fps = self.frame_map.scene_fps
+        times = self.frame_map.to_scene(series.frames)
+        check_scene_frames(side, times)
+        grid = scene_grid(times, fps / self.timing.fps)
         if not grid.segments:
             self.messages.append(f"the {side} hand covers no whole scene frame")
             return None
-        _check_key_budget(obj, side, grid.key_count, solved, keys_before, self.timing, self.fps)
-        frames, rot, loc, conf_f, conf_v = _on_scene_frames(solved, times, series.confidence,
-                                                           grid)  # fmt: skip
-        _check_finite(side, "rotations", rot, solved.bone_names, frames)
-        if loc is not None:
-            _check_finite(side, "locations", loc, solved.bone_names, frames)
-        return _HandKeys(side, BonePoses(side, solved.bone_names, rot, loc), frames, conf_f,
-                         conf_v)  # fmt: skip
+        _check_key_budget(obj, side, grid.key_count, solved, keys_before, self.timing, fps)
+        keys = on_scene_frames(times, solved.rotations, solved.locations, series.confidence,
+                               grid)  # fmt: skip
+        check_finite_keys(side, "rotations", keys.rotations, solved.bone_names, keys.frames)
+        if keys.locations is not None:
+            check_finite_keys(side, "locations", keys.locations, solved.bone_names, keys.frames)
+        poses = BonePoses(side, solved.bone_names, keys.rotations, keys.locations)
+        return _HandKeys(side, poses, keys.frames, keys.conf_frames, keys.conf_values)
 
 
 def _check_solved(obj, series: HandSeries, solved: BonePoses, current: np.ndarray) -> None:
@@ -601,31 +420,11 @@ def _check_solved(obj, series: HandSeries, solved: BonePoses, current: np.ndarra
     t, b = np.argwhere(bad)[0]
     raise HandmocapError(
         f"retargeting the take's {series.side} hand gave NaN rotations (bone "
-        f"{solved.bone_names[b]!r}, video frame {series.frames[t]}): {_DAMAGED}"
+        f"{solved.bone_names[b]!r}, video frame {series.frames[t]}): {TAKE_DAMAGED}"
     )
 
 
-def _check_finite(side: str, what: str, values: np.ndarray, bones: tuple[str, ...],
-                  frames: np.ndarray) -> None:  # fmt: skip
-    """Last check before keying: (K, B, D) ``values`` are finite."""
-    bad = ~np.isfinite(values).all(axis=2)
-    if bad.any():
-        k, b = np.argwhere(bad)[0]
-        raise HandmocapError(f"the {side} hand's {what} are not finite (bone {bones[b]!r}, "
-                             f"scene frame {frames[k]:.0f}): {_DAMAGED}")  # fmt: skip
-
-
-def _check_scene_frames(side: str, times: np.ndarray) -> None:
-    lo, hi = float(times.min()), float(times.max())
-    if lo < -BLENDER_MAX_FRAME or hi > BLENDER_MAX_FRAME:
-        raise HandmocapError(
-            f"the take's {side} hand would land on scene frames {lo:.0f} to {hi:.0f}, outside "
-            f"the frames Blender can key (-{BLENDER_MAX_FRAME} to {BLENDER_MAX_FRAME}): check "
-            "the take's frame numbers and the scene start"
-        )
-
-
-def _check_key_budget(obj, side: str, frames: int, solved: BonePoses, before: int,
+def _check_key_budget(obj, side: Side, frames: int, solved: BonePoses, before: int,
                       timing: TakeTiming, fps: float) -> None:  # fmt: skip
     """Refuse before resampling when the keys of all hands would exceed MAX_KEYS: ``before``
     keys of the hands planned so far, and ``frames`` scene frames of this one (quaternion
@@ -642,25 +441,27 @@ def _check_key_budget(obj, side: str, frames: int, solved: BonePoses, before: in
         )
 
 
-def _write(obj, hands: list[_HandKeys], timing: TakeTiming, settings: ApplySettings,
+def _write(obj, hands: list[_HandKeys], frame_map: FrameMap, settings: ApplySettings,
            result: ApplyResult) -> None:  # fmt: skip
-    """Key the planned hands: one Action each, on its own NLA track or active."""
+    """Key the planned hands: one Action each, on its own NLA track or active. Each Action
+    carries the frame map (``hm_scene_start``, ``hm_video_start``, ``hm_video_fps``), so a
+    scene range can be mapped back to the video (re-capturing it)."""
     lo, hi = np.inf, -np.inf
     for written, hand in enumerate(hands):
         side = hand.side
-        name = f"{settings.take_name}_{SIDE_SUFFIX[side]}"
+        name = f"{settings.take_name}_{side.letter}"
         writer = ActionWriter(obj, name, assign=False)
         writer.bone_curves(hand.poses, hand.frames)
-        prop = f"hm_confidence_{SIDE_SUFFIX[side]}"
+        prop = f"hm_confidence_{side.letter}"
         obj[prop] = 0.0
         obj.id_properties_ui(prop).update(min=0.0, max=1.0, description=(
             "handmocap: how sure the capture is of this hand (0 where it was lost)"))  # fmt: skip
         writer.curve(f'["{prop}"]', 0, hand.conf_frames, hand.conf_values, "Confidence")
-        writer.action["hm_side"] = side
+        writer.action["hm_side"] = side.value
         writer.action["hm_take"] = settings.take_path
-        writer.action["hm_scene_start"] = int(settings.scene_start)
-        writer.action["hm_video_start"] = timing.first
-        writer.action["hm_video_fps"] = timing.video_fps
+        writer.action["hm_scene_start"] = frame_map.scene_start
+        writer.action["hm_video_start"] = frame_map.video_start
+        writer.action["hm_video_fps"] = frame_map.video_fps
         # An object plays one active action: a second hand (or every hand, with use_nla)
         # goes on its own NLA track.
         if settings.use_nla or written > 0:

@@ -30,9 +30,9 @@ from pathlib import Path
 import bpy
 
 from handmocap.errors import HandmocapError
-from handmocap.inference.take import Take, load_take
 from handmocap.retarget.armature import RigError
 from handmocap.retarget.rig_profiles import MAPPING_FORMAT, RigMapping, mapping_from_json
+from handmocap.take import Take, load_take
 
 from .apply_take import AnimationSnapshot, ApplyResult, apply_take
 from .armature_io import detect_armature
@@ -55,8 +55,7 @@ def resolve_mapping(obj: bpy.types.Object | None, settings) -> RigMapping:
         text = json.dumps({"format": MAPPING_FORMAT, "version": 1, "label": "Custom mapping",
                            "hands": hands})  # fmt: skip
         return mapping_from_json(text, [b.name for b in obj.data.bones], "the custom mapping")
-    side = None if settings.one_hand_side == "AUTO" else settings.one_hand_side.lower()
-    return detect_armature(obj, side)
+    return detect_armature(obj, settings.rig_side())
 
 
 TAKES_NEXT_TO_BLEND = "//handmocap_takes"

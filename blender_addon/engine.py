@@ -22,9 +22,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from handmocap.errors import HandmocapError
+from handmocap.take import VERSION as TAKE_VERSION
 
 ENGINE_MIN_VERSION = (0, 1, 0)
-TAKE_VERSION = 1
 ENGINE_MODULE = "handmocap.inference"
 ENV_ENGINE_PYTHON = "HANDMOCAP_ENGINE_PYTHON"
 

@@ -181,9 +181,11 @@ def _check_paths(video: Path, outputs: list[tuple[str, Path]]) -> None:
 def _capture_config(args: argparse.Namespace) -> CaptureConfig:
     """The capture settings from the flags, every number checked (HandmocapError names the
     flag): --fps finite 1..1000, --fov 10..170, --max-hands 1..4, the frame range."""
+    from handmocap.take import FrameRange
+
     from .capture import CaptureConfig
     from .tracker import TrackerConfig
-    from .video import FrameRange, check_fps
+    from .video import check_fps
 
     if args.fps is not None:
         check_fps(args.fps)
@@ -226,7 +228,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
                   f"{args.output}", file=sys.stderr)  # fmt: skip
         else:
             hands = ", ".join(f"#{t.track_id} {t.handedness} ({len(t)} frames)" for t in tracks)
-            device = result.take.header["device"]
+            device = result.take.header.engine.device
             print(f"{result.frames} frames at {result.fps:.1f} fps on {device}: {hands}",
                   file=sys.stderr)  # fmt: skip
         print(f"take: {args.output}")
@@ -238,9 +240,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from handmocap.models.iknet_build import built_iknet
     from handmocap.models.mediapipe_port import built_mediapipe_models
+    from handmocap.take import VERSION as TAKE_VERSION
 
     from .backend import choose_backend
-    from .take import VERSION as TAKE_VERSION
 
     report: dict = {"version": __version__, "python": sys.version.split()[0]}
     try:

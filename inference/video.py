@@ -34,8 +34,7 @@ import cv2
 import numpy as np
 
 from handmocap.errors import HandmocapError
-
-from .take import FPS_RANGE
+from handmocap.take import FPS_RANGE, FrameRange
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Frame rates accepted from --fps or from a container: those a take may hold.
@@ -54,28 +53,6 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
                        0xCF})  # fmt: skip
 _JPEG_MAX_SEGMENTS = 4096
-
-
-@dataclass(frozen=True)
-class FrameRange:
-    """Which frames to read: ``start`` inclusive, ``end`` exclusive (None = to the end),
-    every ``stride``-th frame."""
-
-    start: int = 0
-    end: int | None = None
-    stride: int = 1
-
-    def validated(self) -> FrameRange:
-        """Raises HandmocapError naming the flag that is out of range."""
-        if self.start < 0:
-            raise HandmocapError(f"bad frame range: --start must be 0 or more, got {self.start}")
-        if self.stride < 1:
-            raise HandmocapError(f"bad frame range: --stride must be 1 or more, got {self.stride}")
-        if self.end is not None and self.end <= self.start:
-            raise HandmocapError(
-                f"bad frame range: --end ({self.end}) must be greater than --start ({self.start})"
-            )
-        return self
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ names the problem, before anything in the scene changes; a failure while writing
 armature, its actions and its pose back."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,7 +23,6 @@ from blender_addon.apply_take import (  # noqa: E402
     AnimationSnapshot,
     ApplySettings,
     apply_take,
-    hand_series,
 )
 from blender_addon.armature_io import (  # noqa: E402
     create_armature,
@@ -31,14 +31,28 @@ from blender_addon.armature_io import (  # noqa: E402
 )
 from blender_addon.cleanup import bone_curves, handmocap_actions, swap_hands  # noqa: E402
 from handmocap.errors import HandmocapError  # noqa: E402
-from handmocap.inference.take import Take, Track  # noqa: E402
-from handmocap.retarget.curves import quat_angle_deg  # noqa: E402
 from handmocap.retarget.hand_skeleton import WEBXR_FOR_MEDIAPIPE  # noqa: E402
 from handmocap.retarget.mano_armature import mano_armature_spec  # noqa: E402
 from handmocap.retarget.mano_rest import default_rest_keypoints  # noqa: E402
+from handmocap.retarget.rotations import (  # noqa: E402
+    MIRROR_X,
+    angle_between,
+    matrix_to_quat,
+    quat_to_matrix,
+)
 from handmocap.retarget.solver import HandRetargeter, RetargetConfig, WristMode  # noqa: E402
+from handmocap.retarget.timeline import hand_series  # noqa: E402
+from handmocap.take import FrameRange, Take, TakeHeader, Track, make_header  # noqa: E402
 
 pytestmark = pytest.mark.blender
+
+
+def _header(fps=24.0) -> TakeHeader:
+    """A whole video's take header with the frame rate ``fps`` as given (not checked: the
+    frame-rate tests give wrong ones)."""
+    header = make_header("clip.mp4", 24.0, 640, 480, np.eye(3), "guess",
+                         frame_range=FrameRange(0, None, 1))  # fmt: skip
+    return replace(header, fps=fps)
 
 
 def _take(gt, hands, fps=24.0, drop=()):
@@ -57,8 +71,7 @@ def _take(gt, hands, fps=24.0, drop=()):
             mano_betas=np.zeros(10), translation=gt.wrist_position[keep, h],
             rest_keypoints=rest - rest[0],
         ))  # fmt: skip
-    header = {"fps": fps, "frame_range": {"start": 0, "end": None, "stride": 1}}
-    return Take(header, tuple(tracks))
+    return Take(_header(fps), tuple(tracks))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +121,7 @@ def test_keys_on_scene_frames_at_the_scene_rate(crossing, hands):
         np.testing.assert_array_equal(frames, np.arange(10, int(np.floor(last)) + 1))
         k = solved.bone_names.index(bc.bone)
         # scene frame 10 + 5n is take frame 4n
-        on_grid = quat_angle_deg(q[::5], solved.rotations[::4, k][: len(q[::5])])
+        on_grid = np.degrees(angle_between(q[::5], solved.rotations[::4, k][: len(q[::5])]))
         assert on_grid.max() < 0.01, bc.bone
 
 
@@ -168,21 +181,18 @@ def test_swap_hands_mirrors_each_pose_onto_the_other_side(crossing, hands):
     old_l_outside = curves["left"]["index2.L"].sample(np.array([5.0, 30.0]))
     swap_hands(obj, mapping, 10, 20)
     new_l = bone_curves_by_name(obj, "left")["index2.L"].sample(frames)
-    s = np.diag([-1.0, 1.0, 1.0])
     r_r = np.array(obj.data.bones["index2.R"].matrix_local)[:3, :3]
     r_l = np.array(obj.data.bones["index2.L"].matrix_local)[:3, :3]
-    c = r_l.T @ s @ r_r
-    from handmocap.retarget.rotations import matrix_to_quat, quat_to_matrix
-
+    c = r_l.T @ MIRROR_X @ r_r
     want = matrix_to_quat(c @ quat_to_matrix(old_r) @ c.T)
-    assert quat_angle_deg(new_l, want).max() < 0.01
+    assert np.degrees(angle_between(new_l, want)).max() < 0.01
     outside = bone_curves_by_name(obj, "left")["index2.L"].sample(np.array([5.0, 30.0]))
-    assert quat_angle_deg(outside, old_l_outside).max() < 1e-6
+    assert np.degrees(angle_between(outside, old_l_outside)).max() < 1e-6
     # a mirrored flexion is still a flexion: the angle from rest is kept
+    rest = np.tile([1.0, 0, 0, 0], (len(frames), 1))
     np.testing.assert_allclose(
-        quat_angle_deg(new_l, np.tile([1.0, 0, 0, 0], (len(frames), 1))),
-        quat_angle_deg(old_r, np.tile([1.0, 0, 0, 0], (len(frames), 1))), atol=1e-6,
-    )  # fmt: skip
+        np.degrees(angle_between(new_l, rest)), np.degrees(angle_between(old_r, rest)), atol=1e-6
+    )
 
 
 def bone_curves_by_name(obj, side):
@@ -209,7 +219,7 @@ def _synthetic(fps=24.0, drop=(), seed=3) -> Take:
               rest_keypoints=default_rest_keypoints(side))
         for h, side in enumerate(("right", "left"))
     )  # fmt: skip
-    return Take({"fps": fps, "frame_range": {"start": 0, "end": None, "stride": 1}}, tracks)
+    return Take(_header(fps), tracks)
 
 
 def _state(obj) -> dict:
@@ -306,18 +316,15 @@ def test_a_wrong_frame_rate_is_refused_naming_it(fps, message):
 
 
 @pytest.mark.parametrize(("frame_range", "message"), [
-    ({"start": 0, "end": None, "stride": 0.5}, "the take's frame stride is 0.5; it must be a "
-                                               "whole number"),
-    ({"start": 0, "end": None, "stride": -2}, "the take's frame stride is -2; it must be at "
-                                              "least 1"),
-    ({"start": -5, "end": None, "stride": 1}, "the take's first frame is -5; it must be at "
-                                              "least 0"),
+    (FrameRange(0, None, 0.5), "the take's frame stride is 0.5; it must be a whole number"),
+    (FrameRange(0, None, -2), "the take's frame stride is -2; it must be at least 1"),
+    (FrameRange(-5, None, 1), "the take's first frame is -5; it must be at least 0"),
     ([0, 48, 1], "the take's frame_range is [0, 48, 1], not a JSON object"),
 ])  # fmt: skip
 def test_a_broken_frame_range_is_refused(frame_range, message):
     obj = _two_hand_rig()
     take = _synthetic()
-    take.header["frame_range"] = frame_range
+    take = Take(replace(take.header, frame_range=frame_range), take.tracks)
     _refused(obj, take, re.escape(message))
 
 
@@ -334,7 +341,7 @@ def test_the_slowest_video_still_keyed_and_a_stride_keeps_its_rate():
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0
     take = _synthetic(fps=8.0)
-    take.header["frame_range"]["stride"] = 3
+    take = Take(replace(take.header, frame_range=FrameRange(0, None, 3)), take.tracks)
     result = apply_take(obj, take, detect_armature(obj), ApplySettings(), scene)
     assert result.frame_range == (1, N)  # frames 0..47 at 24 fps
 
@@ -457,7 +464,52 @@ def test_what_the_engine_could_not_read_is_reported_with_the_capture():
     obj = _two_hand_rig()
     good = _synthetic()
     warning = "clip.mp4 ended after 9 frames but its header declares 60"
-    take = Take({**good.header, "warnings": [warning]}, good.tracks)
+    take = Take(replace(good.header, warnings=[warning]), good.tracks)
     result = apply_take(obj, take, detect_armature(obj), ApplySettings(), bpy.context.scene)
     assert set(result.actions) == {"left", "right"}
     assert warning in result.messages
+
+
+def test_the_rig_panel_detects_once_and_again_after_a_bone_rename(monkeypatch):
+    """Blender redraws the Rig subpanel many times a second: its draw detects the rig on
+    the first redraw, not on the next, and again once a bone is renamed."""
+    from types import SimpleNamespace
+
+    import blender_addon.capture_op as capture_op
+    from blender_addon.panel import HM_PT_rig
+
+    calls = []
+
+    def counting_detect(obj, side=None):
+        calls.append(obj.name)
+        return detect_armature(obj, side)
+
+    monkeypatch.setattr(capture_op, "detect_armature", counting_detect)
+    labels: list[str] = []
+
+    class Layout:  # what draw touches: records the labels, ignores the rest
+        def label(self, text="", **_):
+            labels.append(text)
+
+        def column(self, **_):
+            return self
+
+        row = box = column
+
+        def prop(self, *_, **__):
+            pass
+
+        operator = prop_search = prop
+
+    obj = _two_hand_rig()
+    settings = SimpleNamespace(target=obj, one_hand_side="AUTO", use_custom_mapping=False,
+                               mapping=[])  # fmt: skip
+    panel, context = SimpleNamespace(layout=Layout()), SimpleNamespace(scene=SimpleNamespace(
+        handmocap=settings))  # fmt: skip
+    HM_PT_rig.draw(panel, context)
+    first = list(labels)
+    HM_PT_rig.draw(panel, context)
+    assert calls == [obj.name] and first and labels == first * 2
+    obj.data.bones[-1].name += "_renamed"
+    HM_PT_rig.draw(panel, context)
+    assert calls == [obj.name] * 2

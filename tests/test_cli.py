@@ -10,7 +10,7 @@ import pytest
 
 from handmocap.errors import HandmocapError
 from handmocap.inference.backend import choose_backend, probe_cuda
-from handmocap.inference.take import load_take
+from handmocap.take import load_take
 
 
 def _cli(*args, cwd=None):
@@ -35,7 +35,7 @@ def test_no_hands_is_a_success_with_an_empty_take(blank_video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no hands found in 12 frames" in proc.stderr
     take = load_take(out)
-    assert take.tracks == () and take.header["frames_read"] == 12
+    assert take.tracks == () and take.header.engine.frames_read == 12
     assert (tmp_path / "o.mp4").is_file()
 
 

@@ -31,7 +31,6 @@ from hypothesis import strategies as st
 from handmocap.atomic import temp_name
 from handmocap.errors import HandmocapError
 from handmocap.inference import cli, overlay
-from handmocap.inference.take import Take, load_take, make_header
 from handmocap.inference.video import (
     MAX_PIXELS,
     MAX_SIDE,
@@ -41,6 +40,7 @@ from handmocap.inference.video import (
     read_image_header,
     video_fps,
 )
+from handmocap.take import Take, load_take, make_header
 
 SIZE = (64, 48)  # width, height of every test frame
 
@@ -421,7 +421,7 @@ def test_a_messy_folder_captures_with_warnings(capsys, tmp_path):
         "(0002.png)" in err
     )
     assert _snapshot(frames) == before
-    assert load_take(out).header["frames_read"] == 4
+    assert load_take(out).header.engine.frames_read == 4
     cap = cv2.VideoCapture(str(over))  # the overlay keeps the timing: a stand-in for frame 2
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     cap.release()

@@ -14,9 +14,8 @@ import pytest
 
 from bench.mediapipe_reference import detections_from_take, run_mediapipe_solution, score_2d
 from handmocap.inference.capture import CaptureConfig, capture
-from handmocap.inference.take import FrameFlag
 from handmocap.inference.tracker import TrackerConfig
-from handmocap.inference.video import FrameRange
+from handmocap.take import FrameFlag, FrameRange
 
 OFFICE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "one_hand_office.mp4"
 

@@ -16,6 +16,7 @@ import time
 import tracemalloc
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,15 @@ from hypothesis.extra import numpy as hnp
 
 from handmocap import atomic
 from handmocap.errors import HandmocapError
-from handmocap.inference.take import (
+from handmocap.take import (
     MAX_FRAME_INDEX,
     MAX_TAKE_BYTES,
     MAX_TRACK_FRAMES,
+    EngineFacts,
     FrameFlag,
+    FrameRange,
     Take,
+    TakeHeader,
     Track,
     load_take,
     make_header,
@@ -77,16 +81,23 @@ def _track(t=5, track_id=0, handedness="right", mano=False, **extra):
     return Track(track_id=track_id, handedness=handedness, **values)
 
 
-def _header(**changes):
-    return {
-        **make_header("clip.mp4", 30.0, 640, 480, np.eye(3) * [500, 500, 1], "guess", device="cpu"),
-        **changes,
-    }
+def _take_header(**changes) -> TakeHeader:
+    """A valid header with the fields ``changes`` (not checked until saved)."""
+    header = make_header(
+        "clip.mp4", 30.0, 640, 480, np.eye(3) * [500, 500, 1], "guess",
+        engine=EngineFacts(device="cpu"),
+    )  # fmt: skip
+    return replace(header, **changes)
+
+
+def _header(**changes) -> dict:
+    """A valid header's JSON object with the keys ``changes``."""
+    return {**_take_header().to_json(), **changes}
 
 
 def _valid(folder: Path, name="take.npz") -> Path:
     """A valid take: track 0 keypoints only, track 1 (id 7, left) with the MANO fields."""
-    take = Take(_header(), (_track(), _track(4, 7, "left", mano=True)))
+    take = Take(_take_header(), (_track(), _track(4, 7, "left", mano=True)))
     return take.save(folder / name)
 
 
@@ -323,9 +334,9 @@ def test_bad_header_field(tmp_path, changes, message):
 
 def test_low_sample_rate_with_a_stride_is_a_normal_take(tmp_path):
     """Every 60th frame of a 30 fps video: the take samples at 0.5 fps, the video is fine."""
-    header = _header(fps=0.5, frame_range={"start": 0, "end": None, "stride": 60})
+    header = _take_header(fps=0.5, frame_range=FrameRange(0, None, 60))
     back = load_take(Take(header, (_track(),)).save(tmp_path / "take.npz"))
-    assert back.header["fps"] == 0.5 and back.header["frame_range"]["stride"] == 60
+    assert back.header.fps == 0.5 and back.header.frame_range.stride == 60
 
 
 # --- track entries -----------------------------------------------------------------------------
@@ -524,7 +535,7 @@ def _directory_record(data: bytes, name: str) -> int:
 
 
 def test_entry_size_disagreeing_with_its_array_header(tmp_path):
-    take = Take(_header(), (_track(100),))  # keypoints_2d: 16 KB, more than one read
+    take = Take(_take_header(), (_track(100),))  # keypoints_2d: 16 KB, more than one read
     data = bytearray(take.save(tmp_path / "take.npz").read_bytes())
     at = _directory_record(data, "track0.keypoints_2d.npy")
     (size,) = struct.unpack_from("<I", data, at + 24)
@@ -680,7 +691,7 @@ def test_save_refuses_a_nan_track_before_writing(tmp_path):
     tr = _track()
     tr.keypoints_2d[0, 0, 0] = np.nan  # arrays stay mutable after the checks at construction
     with pytest.raises(HandmocapError) as info:
-        Take(_header(), (tr,)).save(path)
+        Take(_take_header(), (tr,)).save(path)
     assert str(info.value) == (
         f"cannot write the take to {path}: track 0 (id 0) keypoints_2d contains NaN or inf values"
     )
@@ -690,21 +701,24 @@ def test_save_refuses_a_nan_track_before_writing(tmp_path):
 def test_save_refuses_values_beyond_float32(tmp_path):
     tr = _track(keypoints_rel_depth=np.full((5, 21), 1e39))
     with pytest.raises(HandmocapError, match="keypoints_rel_depth contains NaN or inf values"):
-        Take(_header(), (tr,)).save(tmp_path / "take.npz")
+        Take(_take_header(), (tr,)).save(tmp_path / "take.npz")
     assert _listing(tmp_path) == []
 
 
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        (_header(fps=float("nan")), "header fps is nan; expected 1..1000 frames per second"),
-        (_header(fps=0.07), "header fps is 0.07; expected 1..1000 frames per second"),
-        (_header(width=0), "header width is 0; expected a whole number of pixels 1..16384"),
+        (_take_header(fps=float("nan")), "header fps is nan; expected 1..1000 frames per second"),
+        (_take_header(fps=0.07), "header fps is 0.07; expected 1..1000 frames per second"),
+        (_take_header(width=0), "header width is 0; expected a whole number of pixels 1..16384"),
         (
-            _header(notes={1, 2}),
+            _take_header(extras={"notes": {1, 2}}),
             "the header is not plain JSON (Object of type set is not JSON serializable)",
         ),
-        ({"fps": 30.0}, "the header has no 'format' field"),
+        (
+            _take_header(frame_range=FrameRange(5, 5, 1)),
+            "header frame_range end is 5; expected null or a frame index after start 5",
+        ),
     ],
 )
 def test_save_refuses_a_bad_header(tmp_path, header, message):
@@ -714,11 +728,19 @@ def test_save_refuses_a_bad_header(tmp_path, header, message):
     assert _listing(tmp_path) == []
 
 
+def test_a_take_needs_a_typed_header(tmp_path):
+    """A plain JSON-like dict (this one without a 'format' field) is no header: the take is
+    refused when built, so nothing is written."""
+    with pytest.raises(HandmocapError, match="a take's header must be a TakeHeader, got dict"):
+        Take({"fps": 30.0}, (_track(),)).save(tmp_path / "take.npz")
+    assert _listing(tmp_path) == []
+
+
 def test_symlink_at_the_old_fixed_temp_name_is_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / "take.npz.part.npz").symlink_to(victim)
-    path = Take(_header(), (_track(),)).save(tmp_path / "take.npz")
+    path = Take(_take_header(), (_track(),)).save(tmp_path / "take.npz")
     assert victim.read_bytes() == b"precious"
     assert len(load_take(path).tracks) == 1
 
@@ -732,7 +754,7 @@ def test_symlink_at_the_atomic_temp_name_is_not_followed(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(tokens))
     planted = tmp_path / f".take.npz.{os.getpid()}-deadbeef.part.npz"
     planted.symlink_to(victim)
-    path = Take(_header(), (_track(),)).save(tmp_path / "take.npz")
+    path = Take(_take_header(), (_track(),)).save(tmp_path / "take.npz")
     assert victim.read_bytes() == b"precious"
     assert planted.is_symlink() and os.readlink(planted) == str(victim)
     assert len(load_take(path).tracks) == 1
@@ -743,7 +765,7 @@ def test_a_take_that_is_a_symlink_is_replaced_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (tmp_path / "take.npz").symlink_to(victim)
-    Take(_header(), (_track(),)).save(tmp_path / "take.npz")
+    Take(_take_header(), (_track(),)).save(tmp_path / "take.npz")
     assert victim.read_bytes() == b"precious"
     assert not (tmp_path / "take.npz").is_symlink()
 
@@ -758,7 +780,7 @@ def test_interrupted_save_leaves_the_old_take(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        Take(_header(), (_track(9),)).save(path)
+        Take(_take_header(), (_track(9),)).save(path)
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["take.npz"]
 
@@ -773,14 +795,14 @@ def test_disk_full_while_saving(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", full)
     with pytest.raises(HandmocapError) as info:
-        Take(_header(), (_track(9),)).save(path)
+        Take(_take_header(), (_track(9),)).save(path)
     assert str(info.value) == f"cannot write the take to {path}: No space left on device"
     assert path.read_bytes() == before and _listing(tmp_path) == ["take.npz"]
 
 
 def test_save_into_a_folder_that_is_missing(tmp_path):
     with pytest.raises(HandmocapError) as info:
-        Take(_header(), ()).save(tmp_path / "no" / "take.npz")
+        Take(_take_header(), ()).save(tmp_path / "no" / "take.npz")
     assert str(info.value) == (
         f"cannot write the take to {tmp_path / 'no' / 'take.npz'}: the "
         f"folder {tmp_path / 'no'} does not exist"
@@ -835,8 +857,8 @@ def _takes(draw):
         draw(st.integers(1, 16384)),
         np.array([[draw(st.floats(1, 1e5)), 0, 320], [0, draw(st.floats(1, 1e5)), 240], [0, 0, 1]]),
         draw(st.text(max_size=10)),
-        device=draw(st.sampled_from(["cpu", "cuda"])),
-        frame_range={"start": 0, "end": None, "stride": stride},
+        engine=EngineFacts(device=draw(st.sampled_from(["cpu", "cuda"]))),
+        frame_range=FrameRange(0, None, stride),
     )
     return Take(header, tuple(draw(_tracks(i)) for i in ids))
 

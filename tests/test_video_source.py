@@ -1,11 +1,14 @@
 """Streamed decoding: files and image folders, ranges, and every kind of bad input."""
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
 
 from handmocap.errors import HandmocapError
-from handmocap.inference.video import FrameRange, VideoSource
+from handmocap.inference.video import VideoSource
+from handmocap.take import FrameRange
 
 
 def _write_video(path, n, size=(64, 48), fps=25.0):
@@ -43,10 +46,26 @@ def test_image_folder_sorted_by_name(tmp_path):
 
 
 def test_stopping_early_does_not_hang(tmp_path):
+    """Leaving the loop early ends the reader thread, though it is blocked on a full queue.
+    The loop runs in a thread of its own, so a hang fails the test instead of hanging it."""
     src = VideoSource(_write_video(tmp_path / "v.mp4", 60), queue_size=2)
-    for i, _ in src:
-        if i == 3:
-            break  # the reader thread is blocked on a full queue: must still finish
+    before = set(threading.enumerate())
+    seen: list[int] = []
+
+    def stop_early() -> None:
+        frames = iter(src)
+        for i, _ in frames:
+            seen.append(i)
+            if i == 3:
+                break
+        frames.close()  # what dropping the loop's iterator does: the source's clean-up
+
+    consumer = threading.Thread(target=stop_early, daemon=True)
+    consumer.start()
+    consumer.join(timeout=20.0)
+    assert not consumer.is_alive(), "stopping early hung: the reader thread never finished"
+    assert seen == [0, 1, 2, 3]
+    assert set(threading.enumerate()) <= before, "the reader thread outlived the loop"
 
 
 @pytest.mark.parametrize(

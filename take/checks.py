@@ -1,7 +1,7 @@
 """The value checks of a take: a track's fields and the header's (pure numpy and JSON values,
-no file). :class:`~.take.Track` runs :func:`check_track` on construction, :meth:`~.take.Take.save`
-runs :func:`check_header` and :func:`check_take_size` before writing, and the reader runs the
-same checks on what it loaded.
+no file). :class:`~.format.Track` runs :func:`check_track` on construction,
+:meth:`~.format.Take.save` runs :func:`check_header` (on the header's JSON) and
+:func:`check_take_size` before writing, and the reader runs the same checks on what it loaded.
 
 A check raises :class:`Invalid` with a ``detail`` naming the field and the value (no file, no
 advice): the caller adds the file or the track and what to do.
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from handmocap.errors import HandmocapError
+from handmocap.sides import Side
 
-from .take import (
+from .format import (
     FORMAT,
     FPS_RANGE,
     INTEGER_DTYPES,
@@ -35,7 +36,7 @@ from .take import (
 )
 
 if TYPE_CHECKING:
-    from .take import Track
+    from .format import Track
 
 
 class Invalid(Exception):
@@ -47,7 +48,7 @@ class Invalid(Exception):
 
 
 class BadTrack(HandmocapError):
-    """A :class:`~.take.Track` built with a bad field (what the engine sees)."""
+    """A :class:`~.format.Track` built with a bad field (what the engine sees)."""
 
     def __init__(self, track_id: Any, detail: str):
         super().__init__(
@@ -69,11 +70,13 @@ def is_number(value: Any) -> bool:
 
 # --- track checks ------------------------------------------------------------------------------
 def check_track(tr: Track) -> None:
-    """Check every field of ``tr`` (replacing array-likes by arrays); raises Invalid."""
+    """Check every field of ``tr`` (replacing array-likes by arrays and the handedness text by
+    a :class:`Side`); raises Invalid."""
     if not is_int(tr.track_id) or not 0 <= int(tr.track_id) < 2**31:
         raise Invalid(f"track_id is {tr.track_id!r}; expected an integer 0..2**31-1")
-    if not isinstance(tr.handedness, str) or tr.handedness not in ("left", "right"):
+    if not isinstance(tr.handedness, str) or tr.handedness not in tuple(Side):
         raise Invalid(f"handedness is {tr.handedness!r}; expected 'left' or 'right'")
+    object.__setattr__(tr, "handedness", Side(tr.handedness))
     frames = _as_array(tr, "frames")
     if frames.ndim != 1:
         raise Invalid(f"frames has shape {frames.shape}, expected (T,)")

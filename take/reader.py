@@ -1,11 +1,13 @@
-"""Reading a take file defensively: :func:`load_take` (also importable from :mod:`.take`).
+"""Reading a take file defensively: :func:`load_take` (also importable from
+:mod:`handmocap.take`).
 
 The file is never trusted. The reader opens the zip itself and, before decompressing any
 array data, checks the file size, the number of entries and their declared sizes
-(:data:`~.take.MAX_TAKE_BYTES`), every entry name, compression method and ``.npy`` header
-(dtype, shape, no pickled objects) against the format of :mod:`.take`. Only then does it read
-the header (checked by :func:`.take_checks.check_header`) and each track's arrays, in bounded
-chunks, building :class:`~.take.Track` objects (whose construction runs the value checks).
+(:data:`~.format.MAX_TAKE_BYTES`), every entry name, compression method and ``.npy`` header
+(dtype, shape, no pickled objects) against the format of :mod:`.format`. Only then does it
+read the header (checked by :func:`.checks.check_header`, then typed by
+:meth:`~.format.TakeHeader.from_json`) and each track's arrays, in bounded chunks, building
+:class:`~.format.Track` objects (whose construction runs the value checks).
 Every problem becomes a :class:`~handmocap.errors.HandmocapError` naming the file, the entry
 or field, and what to do.
 """
@@ -27,7 +29,8 @@ import numpy as np
 
 from handmocap.errors import HandmocapError
 
-from .take import (
+from .checks import BadTrack, Invalid, check_header, is_int
+from .format import (
     FORMAT,
     MAX_ENTRIES,
     MAX_FILE_BYTES,
@@ -42,10 +45,10 @@ from .take import (
     TRACK_SHAPES,
     VERSION,
     Take,
+    TakeHeader,
     Track,
     stored_dtype,
 )
-from .take_checks import BadTrack, Invalid, check_header, is_int
 
 _READ_CHUNK = 16 << 20  # decompress array data 16 MB at a time
 _RECAPTURE = "re-capture the video"
@@ -135,7 +138,7 @@ def _read_take(path: Path, archive: zipfile.ZipFile) -> Take:
     for i, ((_, arrays), group) in enumerate(zip(probed, groups, strict=True)):
         meta = _read_json(path, archive, group["meta"], f"track {i} meta", MAX_META_CHARS)
         tracks.append(_build_track(path, archive, i, meta, arrays))
-    return Take(header, tuple(tracks))
+    return Take(TakeHeader.from_json(header), tuple(tracks))
 
 
 # --- the zip inventory -------------------------------------------------------------------------
