@@ -36,8 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from handmocap.retarget.rotations import matrix_to_quat, orthonormalize, quat_to_matrix
-
 # aiProcess_PopulateArmatureData (assimp >= 5.0; pyassimp's postprocess list lacks it)
 AI_PROCESS_POPULATE_ARMATURE_DATA = 0x4000
 
@@ -230,27 +228,3 @@ def fbx_to_blender_local(fbx: np.ndarray, correction: np.ndarray,
     """Inverse of :func:`blender_to_fbx_local`."""
     out = np.asarray(fbx) @ correction.T
     return correction @ out if parent_is_bone else out
-
-
-def quat_matrices(q: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (w, x, y, z) -> (..., 3, 3)."""
-    return quat_to_matrix(q)
-
-
-def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(...) angle between rotations given as (..., 3, 3) matrices, degrees.
-
-    Both are first made exact rotations (SVD), and the angle is ``atan2(sin, cos)`` of the
-    relative rotation: ``arccos`` of the trace alone turns a 1e-6 departure from
-    orthonormality (float32 pose matrices) into a false 0.04 deg.
-    """
-    rel = np.swapaxes(orthonormalize(a), -1, -2) @ orthonormalize(b)
-    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    skew = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
-                     rel[..., 1, 0] - rel[..., 0, 1]], axis=-1) / 2.0  # fmt: skip
-    return np.degrees(np.arctan2(np.linalg.norm(skew, axis=-1), cos))
-
-
-def matrices_to_quat(m: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotations -> (..., 4) quaternions (w, x, y, z), w >= 0."""
-    return matrix_to_quat(m)

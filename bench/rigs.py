@@ -21,14 +21,23 @@ from handmocap.retarget.hand_skeleton import (
 from handmocap.retarget.kinematics import forward_kinematics
 from handmocap.retarget.mano_rest import MANO16_BONE_END, MEDIAPIPE_FOR_MANO16
 from handmocap.retarget.rig_profiles import RigProfile
-from handmocap.retarget.rotations import axis_angle_to_matrix, rotation_about
+from handmocap.retarget.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    mirror_axes,
+    mirror_rotations,
+    quat_to_matrix,
+    rotation_about,
+)
+from handmocap.sides import Side
 
 # Each side's hand in the armature: arms out to the sides (T-pose), palms down.
 # Hand space -> armature space, and where the wrist goes (metres).
 _PLACEMENT = {
-    "right": (axis_angle_to_matrix(np.array([0.0, 0.0, -np.pi / 2])), np.array([-0.7, 0.0, 1.4])),
-    "left": (axis_angle_to_matrix(np.array([0.0, 0.0, np.pi / 2])), np.array([0.7, 0.0, 1.4])),
-}
+    Side.RIGHT: (axis_angle_to_matrix(np.array([0.0, 0.0, -np.pi / 2])),
+                 np.array([-0.7, 0.0, 1.4])),
+    Side.LEFT: (axis_angle_to_matrix(np.array([0.0, 0.0, np.pi / 2])), np.array([0.7, 0.0, 1.4])),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def build_test_rig(profile: RigProfile, rest: dict[str, np.ndarray],
         lengths.append(length)
 
     add("root", None, np.zeros(3), np.array([0.0, 0.0, 0.2 * scale]), np.array([0.0, -1, 0]), 0)
-    sides = ("right", "left") if not profile.single_hand else ("right",)
+    sides = (Side.RIGHT, Side.LEFT) if not profile.single_hand else (Side.RIGHT,)
     for side in sides:
         turn, wrist_at = _PLACEMENT[side]
         kp = _curled(rest[side], flex[side], np.radians(curl_deg))
@@ -115,7 +124,7 @@ def build_test_rig(profile: RigProfile, rest: dict[str, np.ndarray],
                 pts[k] = positions[k]
         pts = (pts - pts[0]) * scale @ turn.T + wrist_at * scale
         back = turn @ np.cross(rest[side][5] - rest[side][17], rest[side][9] - rest[side][0])
-        back *= 1.0 if side == "right" else -1.0
+        back *= 1.0 if side == Side.RIGHT else -1.0
         b = profile.bone_name
         forearm = b("forearm", side)
         hand = b("hand", side)
@@ -177,8 +186,6 @@ def evaluate_pose(spec: ArmatureSpec, bone_names: tuple[str, ...],
                   quaternions: np.ndarray) -> np.ndarray:  # fmt: skip
     """(T, N, 3, 3) armature-space bone orientations after posing, as Blender computes them
     (``P_b = P_parent R_parent^T R_b L_b``); bones not in ``bone_names`` stay at rest."""
-    from handmocap.retarget.rotations import quat_to_matrix
-
     t = quaternions.shape[0]
     r = spec.rotations
     local = np.tile(np.eye(3), (t, len(spec.bone_names), 1, 1))
@@ -192,23 +199,19 @@ def evaluate_pose(spec: ArmatureSpec, bone_names: tuple[str, ...],
     return out
 
 
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
-
-
 def mano_poses(angles: np.ndarray, webxr_right, root_rotations: np.ndarray,
-               side: str) -> np.ndarray:  # fmt: skip
+               side: Side) -> np.ndarray:  # fmt: skip
     """(T, 16, 3) MANO axis-angle from anatomical angles (T, 25, 3) in degrees (see
     joint_limits), posed on the right hand and mirrored for the left (the hand model's left
     is the right mirrored). ``root_rotations`` (T, 3, 3) is the global orientation."""
     from handmocap.retarget.joint_limits import angles_to_local_rotations, spread_signs
-    from handmocap.retarget.rotations import matrix_to_axis_angle
 
     local = angles_to_local_rotations(
         angles, webxr_right.rest_frames,
         spread_signs(webxr_right.rest_frames, webxr_right.rest_positions),
     )[:, WEBXR_FOR_MANO]  # fmt: skip
-    if side == "left":
-        local = MIRROR_X @ local @ MIRROR_X
+    if side == Side.LEFT:
+        local = mirror_rotations(local)
     local[:, 0] = root_rotations
     return matrix_to_axis_angle(local)
 
@@ -217,7 +220,7 @@ def side_flex_axes(webxr_right) -> dict[str, np.ndarray]:
     """side -> (16, 3) MANO flexion axes; a mirrored hand flexes about -S x (axes are
     pseudo-vectors)."""
     right = mano_flex_axes(webxr_right.rest_frames)
-    return {"right": right, "left": -(right @ MIRROR_X)}
+    return {Side.RIGHT: right, Side.LEFT: mirror_axes(right)}
 
 
 def known_poses(webxr_right, n_random: int = 30, seed: int = 7) -> dict[str, np.ndarray]:
@@ -231,4 +234,4 @@ def known_poses(webxr_right, n_random: int = 30, seed: int = 7) -> dict[str, np.
         + [random_pose(rng) for _ in range(n_random)]
     )
     roots = axis_angle_to_matrix(rng.normal(size=(len(angles), 3)))
-    return {s: mano_poses(angles, webxr_right, roots, s) for s in ("right", "left")}
+    return {s: mano_poses(angles, webxr_right, roots, s) for s in (Side.RIGHT, Side.LEFT)}

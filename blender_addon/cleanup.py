@@ -20,14 +20,20 @@ from handmocap.errors import HandmocapError
 from handmocap.retarget.curves import (
     fill_gap,
     nlerp_curve,
-    quat_angle_deg,
     reduce_rotation_keys,
     smooth_rotations,
-    splice_keys,
     splice_rotation_keys,
 )
-from handmocap.retarget.rotations import matrix_to_quat, orthonormalize, quat_to_matrix
-from handmocap.retarget.solver import make_continuous
+from handmocap.retarget.rotations import (
+    MIRROR_X,
+    angle_between,
+    make_continuous,
+    matrix_to_quat,
+    orthonormalize,
+    quat_to_matrix,
+)
+from handmocap.retarget.timeline import merge_confidence_keys, merge_rotation_keys
+from handmocap.sides import BOTH, Side
 
 from .keyframes import HAS_SLOTS, ActionWriter, action_fcurves, get_keys, new_fcurve, set_keys
 
@@ -150,7 +156,7 @@ def reduce_keys(obj: bpy.types.Object, tolerance_deg: float) -> tuple[int, int, 
             keep = reduce_rotation_keys(frames, dense, tolerance_deg)
             bc.write(frames[keep], dense[keep])
             shown = nlerp_curve(frames[keep], dense[keep], frames)
-            worst = max(worst, float(quat_angle_deg(shown, dense).max()))
+            worst = max(worst, float(np.degrees(angle_between(shown, dense)).max()))
             before += len(kf)
             after += int(keep.sum())
     return before, after, worst
@@ -160,30 +166,29 @@ def swap_hands(obj: bpy.types.Object, mapping, start: int, end: int) -> int:
     """Exchange the left and right hands' animation on scene frames [start, end], each pose
     mirrored onto the other side's bone (for rigs that are left/right mirror images)."""
     actions = _require_actions(obj)
-    if set(actions) != {"left", "right"}:
+    if set(actions) != set(BOTH):
         raise HandmocapError("swapping needs both hands captured on this armature")
     inner = _range_frames(start, end)
     curves = {s: {bc.bone: bc for bc in bone_curves(a)} for s, a in actions.items()}
     rest = {b.name: np.array(b.matrix_local)[:3, :3] for b in obj.data.bones}
-    mirror = np.diag([-1.0, 1.0, 1.0])
     pairs = []
-    for role, right_bone in mapping.hands["right"].bones.items():
-        left_bone = mapping.hands["left"].bones.get(role)
-        if left_bone in curves["left"] and right_bone in curves["right"]:
+    for role, right_bone in mapping.hands[Side.RIGHT].bones.items():
+        left_bone = mapping.hands[Side.LEFT].bones.get(role)
+        if left_bone in curves[Side.LEFT] and right_bone in curves[Side.RIGHT]:
             r_r, r_l = rest[right_bone], rest[left_bone]
-            if np.linalg.norm(np.abs(r_l) - np.abs(mirror @ r_r)) > 0.05:
+            if np.linalg.norm(np.abs(r_l) - np.abs(MIRROR_X @ r_r)) > 0.05:
                 raise HandmocapError(f"{left_bone} and {right_bone} are not mirror images: "
                                      "this rig's hands cannot be swapped")  # fmt: skip
-            pairs.append((left_bone, right_bone, r_l.T @ mirror @ r_r))
+            pairs.append((left_bone, right_bone, r_l.T @ MIRROR_X @ r_r))
     sampled = {}
     for left_bone, right_bone, c in pairs:
-        q_l = curves["left"][left_bone].sample(inner)
-        q_r = curves["right"][right_bone].sample(inner)
+        q_l = curves[Side.LEFT][left_bone].sample(inner)
+        q_r = curves[Side.RIGHT][right_bone].sample(inner)
         sampled[left_bone] = _conjugate(c, q_r)
         sampled[right_bone] = _conjugate(c.T, q_l)
     for left_bone, right_bone, _ in pairs:
-        _splice(curves["left"][left_bone], start, end, inner, sampled[left_bone])
-        _splice(curves["right"][right_bone], start, end, inner, sampled[right_bone])
+        _splice(curves[Side.LEFT][left_bone], start, end, inner, sampled[left_bone])
+        _splice(curves[Side.RIGHT][right_bone], start, end, inner, sampled[right_bone])
     return len(pairs)
 
 
@@ -209,9 +214,9 @@ def bake_to_fk(obj: bpy.types.Object, start: int, end: int, scene: bpy.types.Sce
         raise HandmocapError("choose the captured armature in the panel first")
     frames = _range_frames(start, end)
     pairs = []
-    for side in ("L", "R"):
+    for side in BOTH:
         for fk, org in _RIGIFY_FK:
-            fk_name, org_name = f"{fk}.{side}", f"{org}.{side}"
+            fk_name, org_name = f"{fk}.{side.letter}", f"{org}.{side.letter}"
             if fk_name in obj.pose.bones and org_name in obj.pose.bones:
                 pairs.append((fk_name, org_name))
     if not pairs:
@@ -269,18 +274,16 @@ def merge_new_takes(obj: bpy.types.Object, old: dict[str, bpy.types.Action], sta
         new_curves = {bc.bone: bc for bc in bone_curves(new)}
         for bc in bone_curves(previous):
             if bc.bone in new_curves:
-                _splice(bc, start, end, inner, new_curves[bc.bone].sample(inner))
+                bc.write(*merge_rotation_keys(*bc.keys(), *new_curves[bc.bone].keys(), inner))
         new_conf = {
             fc.data_path: fc for fc in action_fcurves(new) if "hm_confidence" in fc.data_path
         }
         for fc in action_fcurves(previous):
             if fc.data_path in new_conf:
-                kf, kv = get_keys(fc)
-                nf, nv = get_keys(new_conf[fc.data_path])
-                inside = (nf >= start) & (nf <= end)
-                if inside.any():
-                    f, v = splice_keys(kf, kv[:, None], start, end, nf[inside], nv[inside, None])
-                    set_keys(fc, f, v[:, 0])
+                merged = merge_confidence_keys(*get_keys(fc), *get_keys(new_conf[fc.data_path]),
+                                               inner)  # fmt: skip
+                if merged is not None:
+                    set_keys(fc, *merged)
         for track in list(data.nla_tracks):
             if any(strip.action == new for strip in track.strips):
                 data.nla_tracks.remove(track)

@@ -18,6 +18,7 @@ from bpy.props import (
 )
 
 from handmocap.retarget.solver import WristMode
+from handmocap.sides import BOTH, Side
 
 from .apply_take import ApplySettings, CameraPlacement
 
@@ -151,8 +152,13 @@ class HM_CaptureSettings(bpy.types.PropertyGroup):
     fbx_preset: EnumProperty(name="Preset", items=FBX_PRESETS, default="UNITY")
     fbx_path: StringProperty(name="FBX file", subtype="FILE_PATH", default="//hands.fbx")
 
-    def sides(self) -> tuple[str, ...]:
-        return {"BOTH": ("left", "right"), "LEFT": ("left",), "RIGHT": ("right",)}[self.hands]
+    def sides(self) -> tuple[Side, ...]:
+        """The hands to capture: ``hands`` is BOTH or a Side's name (LEFT, RIGHT)."""
+        return BOTH if self.hands == "BOTH" else (Side[self.hands],)
+
+    def rig_side(self) -> Side | None:
+        """The hand a one-hand rig holds, or None to let detection decide (``AUTO``)."""
+        return None if self.one_hand_side == "AUTO" else Side[self.one_hand_side]
 
     def video(self) -> Path | None:
         if self.source == "CLIP":

@@ -34,6 +34,8 @@ from scipy.optimize import nnls
 
 from handmocap.errors import AssetError
 from handmocap.retarget.hand_skeleton import MANO_16_PARENTS, WEBXR_25, WEBXR_FOR_MANO
+from handmocap.retarget.rotations import MIRROR_X
+from handmocap.sides import Side
 
 from .webxr_hand import WebXRHand
 
@@ -62,7 +64,7 @@ SHAPE_MODES = (
 class ManoLayout:
     """A hand model's arrays in MANO's layout (see module docstring for shapes)."""
 
-    side: str
+    side: Side
     v_template: np.ndarray
     f: np.ndarray
     weights: np.ndarray
@@ -174,7 +176,7 @@ def _shape_directions(hand: WebXRHand, verts: np.ndarray, skin: np.ndarray) -> n
 
 def build_right_hand(hand: WebXRHand) -> ManoLayout:
     """The right hand in MANO's layout from the right WebXR hand."""
-    if hand.side != "right":
+    if hand.side != Side.RIGHT:
         raise AssetError("build the open model from the right WebXR hand; the left is its mirror")
     sites = hand.keypoint_rest_positions()[[WEBXR_25.index(n) for n in _TIP_JOINTS]]
     verts = np.vstack([hand.vertices, sites])
@@ -201,7 +203,7 @@ def build_right_hand(hand: WebXRHand) -> ManoLayout:
 
     joints = hand.rest_positions[WEBXR_FOR_MANO]
     return ManoLayout(
-        side="right",
+        side=Side.RIGHT,
         v_template=verts,
         f=faces.astype(np.int64),
         weights=weights,
@@ -219,9 +221,9 @@ def build_right_hand(hand: WebXRHand) -> ManoLayout:
 
 def mirror(right: ManoLayout) -> ManoLayout:
     """The left hand: x -> -x in hand space, triangles re-wound to keep normals outward."""
-    m = np.array([-1.0, 1.0, 1.0])
+    m = MIRROR_X.diagonal()  # x -> -x on each row
     return ManoLayout(
-        side="left",
+        side=Side.LEFT,
         v_template=right.v_template * m,
         f=right.f[:, ::-1].copy(),
         weights=right.weights,

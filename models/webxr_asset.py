@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handmocap.errors import AssetError
+from handmocap.sides import BOTH, Side
 
 PACKAGE = "@webxr-input-profiles/assets"
 VERSION = "1.0.20"
@@ -41,10 +42,10 @@ class WebXRHandFiles:
     right: Path
     licence: Path
 
-    def glb(self, side: str) -> Path:
-        if side not in ("left", "right"):
+    def glb(self, side: Side) -> Path:
+        if side not in BOTH:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-        return self.left if side == "left" else self.right
+        return self.left if side == Side.LEFT else self.right
 
 
 def cache_root() -> Path:
@@ -67,7 +68,7 @@ def _verified(files: WebXRHandFiles) -> bool:
     return (
         all(
             files.glb(s).is_file() and sha256_of(files.glb(s)) == GLB_SHA256[s]
-            for s in ("left", "right")
+            for s in BOTH
         )
         and files.licence.is_file()
     )
@@ -77,13 +78,29 @@ def _files_in(folder: Path) -> WebXRHandFiles:
     return WebXRHandFiles(folder / "left.glb", folder / "right.glb", folder / "LICENSE.md")
 
 
+def _folder(cache: Path | None) -> Path:
+    return (cache or cache_root()) / "assets" / f"webxr-generic-hand-{VERSION}"
+
+
+def built_webxr_hand(cache: Path | None = None) -> WebXRHandFiles:
+    """The cached, verified hand files, never downloading them (the policy at capture time):
+    missing or damaged files raise :class:`AssetError` naming them and the build command."""
+    files = _files_in(_folder(cache))
+    if not _verified(files):
+        raise AssetError(
+            f"the open WebXR hand ({PACKAGE}@{VERSION}) is not in {files.right.parent} (or its "
+            "files are damaged): run 'python3 build.py models'"
+        )
+    return files
+
+
 def ensure_webxr_hand(cache: Path | None = None, npm: str | None = None) -> WebXRHandFiles:
     """Return the cached, verified hand files, downloading them with ``npm pack`` if needed.
 
     Raises :class:`AssetError` with a message saying what to do when npm is missing, the
     download fails, a checksum does not match or the disk is full.
     """
-    folder = (cache or cache_root()) / "assets" / f"webxr-generic-hand-{VERSION}"
+    folder = _folder(cache)
     files = _files_in(folder)
     if _verified(files):
         return files

@@ -24,6 +24,7 @@ import numpy as np
 from handmocap.errors import AssetError
 from handmocap.retarget.hand_skeleton import WEBXR_25, WEBXR_25_PARENTS
 from handmocap.retarget.rotations import GLTF_TO_BLENDER, orthonormalize, quat_to_matrix
+from handmocap.sides import Side
 
 _COMPONENT_DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16,
                      5125: np.uint32, 5126: np.float32}  # fmt: skip
@@ -35,7 +36,7 @@ class WebXRHand:
     """One hand of the WebXR generic hand asset, in hand space (metres, Z up).
 
     Attributes:
-        side: "left" or "right" (the physical hand).
+        side: which physical hand.
         joint_names: the 25 WebXR joint names in :data:`WEBXR_25` order.
         parents: (25,) parent index per joint, -1 for the wrist.
         rest_positions: (25, 3) joint positions at rest.
@@ -47,7 +48,7 @@ class WebXRHand:
         skin_weights: (V, 4) their weights, rows summing to 1.
     """
 
-    side: str
+    side: Side
     joint_names: tuple[str, ...]
     parents: np.ndarray
     rest_positions: np.ndarray
@@ -140,7 +141,7 @@ def _accessor(doc: dict, blob: bytes, index: int) -> np.ndarray:
     return np.array(rows)
 
 
-def load_webxr_hand(path: Path, side: str) -> WebXRHand:
+def load_webxr_hand(path: Path, side: Side) -> WebXRHand:
     """Parse ``left.glb`` / ``right.glb`` of the WebXR generic hand into a :class:`WebXRHand`."""
     doc, blob = read_glb(path)
     nodes = doc["nodes"]
@@ -154,8 +155,8 @@ def load_webxr_hand(path: Path, side: str) -> WebXRHand:
     frames = np.zeros((25, 3, 3))
     for j, name in enumerate(WEBXR_25):
         node = nodes[by_name[name]]
-        # The importer's finding (ARCHITECTURE section 6): joints are siblings under the
-        # armature root, so a node's TRS is already its rest transform in asset space.
+        # The asset's layout (docs/architecture.md, "Models and assets"): joints are siblings
+        # under the armature root, so a node's TRS is already its rest transform in asset space.
         t = np.asarray(node.get("translation", [0.0, 0.0, 0.0]))
         q = node.get("rotation", [0.0, 0.0, 0.0, 1.0])  # glTF order x, y, z, w
         r = quat_to_matrix(np.array([q[3], q[0], q[1], q[2]]))

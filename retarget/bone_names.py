@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from handmocap.retarget.hand_skeleton import FINGERS
+from handmocap.sides import Side
 
 FINGER_SEGMENTS: Final = ("metacarpal", "proximal", "intermediate", "distal")
 THUMB_SEGMENTS: Final = ("metacarpal", "proximal", "distal")
@@ -60,13 +61,13 @@ class ParsedBoneName:
     helper bones such as ``MCH-``/``*_master``/IK targets, or anything unrecognised)."""
 
     name: str
-    side: str | None
+    side: Side | None
     role: str | None
     helper: bool = False
 
 
-_SIDE_WORDS = {"left": "left", "right": "right", "l": "left", "r": "right", "lf": "left",
-               "rt": "right", "lft": "left", "rgt": "right"}  # fmt: skip
+_SIDE_WORDS = {"left": Side.LEFT, "right": Side.RIGHT, "l": Side.LEFT, "r": Side.RIGHT,
+               "lf": Side.LEFT, "rt": Side.RIGHT, "lft": Side.LEFT, "rgt": Side.RIGHT}  # fmt: skip
 _FINGER_WORDS = {
     "thumb": "thumb", "index": "index", "pointer": "index", "forefinger": "index",
     "middle": "middle", "mid": "middle", "ring": "ring", "pinky": "pinky", "pinkie": "pinky",

@@ -8,14 +8,24 @@ that choose keys work on hemisphere-continuous quaternions (:func:`make_continuo
 caller must write those continuous values.
 
 Quaternions are (w, x, y, z); rotation vectors are ``axis * angle`` in radians; frames (or
-times) are 1-D float arrays, increasing.
+times) are 1-D float arrays, increasing. Bad input raises :class:`CurveError` (a
+HandmocapError and a ValueError) naming the array and what is wrong with it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from handmocap.retarget.solver import make_continuous
+from handmocap.errors import CurveError
+from handmocap.retarget.rotations import (
+    angle_between,
+    make_continuous,
+    quat_conjugate,
+    quat_exp,
+    quat_log,
+    quat_multiply,
+    quat_slerp,
+)
 
 # Below this norm an interpolated quaternion has no direction (keys q and -q halfway).
 _TINY = 1e-12
@@ -28,11 +38,11 @@ def _times(name: str, a: np.ndarray) -> np.ndarray:
     """(T,) finite, strictly increasing, T >= 1."""
     a = np.asarray(a, dtype=np.float64)
     if a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"{name} must have shape (T,) with T >= 1, got {a.shape}")
+        raise CurveError(f"{name} must have shape (T,) with T >= 1, got {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite")
+        raise CurveError(f"{name} must be finite, but holds NaN or infinity")
     if np.any(np.diff(a) <= 0.0):
-        raise ValueError(f"{name} must be strictly increasing")
+        raise CurveError(f"{name} must be strictly increasing")
     return a
 
 
@@ -40,9 +50,9 @@ def _query_times(name: str, a: np.ndarray) -> np.ndarray:
     """(U,) finite, any order."""
     a = np.asarray(a, dtype=np.float64)
     if a.ndim != 1:
-        raise ValueError(f"{name} must have shape (U,), got {a.shape}")
+        raise CurveError(f"{name} must have shape (U,), got {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite")
+        raise CurveError(f"{name} must be finite, but holds NaN or infinity")
     return a
 
 
@@ -52,17 +62,17 @@ def _array(name: str, a: np.ndarray, shape: tuple[int | None, ...], spelled: str
     if a.ndim != len(shape) or any(
         s is not None and s != n for s, n in zip(shape, a.shape, strict=True)
     ):
-        raise ValueError(f"{name} must have shape {spelled}, got {a.shape}")
+        raise CurveError(f"{name} must have shape {spelled}, got {a.shape}")
     return a
 
 
 def _unit(q: np.ndarray, name: str) -> np.ndarray:
     """(..., 4) finite, nonzero quaternions -> normalised copies."""
     if not np.all(np.isfinite(q)):
-        raise ValueError(f"{name} must be finite")
+        raise CurveError(f"{name} must be finite, but holds NaN or infinity")
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
     if np.any(norm < _TINY):
-        raise ValueError(f"{name} contains a zero quaternion")
+        raise CurveError(f"{name} contains a zero quaternion")
     return q / norm
 
 
@@ -72,69 +82,8 @@ def _mask(name: str, m: np.ndarray | None, t: int) -> np.ndarray | None:
     m = np.asarray(m)
     if m.shape != (t,) or m.dtype != np.bool_:
         got = f"{m.dtype} {m.shape}"
-        raise ValueError(f"{name} must be a boolean array of shape (T,) = ({t},), got {got}")
+        raise CurveError(f"{name} must be a boolean array of shape (T,) = ({t},), got {got}")
     return m
-
-
-# -- quaternion algebra (vectorised over leading dims) ----------------------------------------
-
-
-def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a * b, (..., 4) x (..., 4) -> (..., 4), broadcasting."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-def _conj(q: np.ndarray) -> np.ndarray:
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def _log(q: np.ndarray) -> np.ndarray:
-    """(..., 4) unit quaternions -> (..., 3) rotation vectors (radians), angle in [0, pi]."""
-    q = np.where(q[..., :1] < 0.0, -q, q)  # q and -q: the shorter way round
-    w, v = q[..., 0], q[..., 1:]
-    s = np.linalg.norm(v, axis=-1)
-    angle = 2.0 * np.arctan2(s, w)
-    small = s < 1e-12
-    scale = np.where(small, 2.0 / np.maximum(w, _TINY), angle / np.where(small, 1.0, s))
-    return v * scale[..., None]
-
-
-def _exp(r: np.ndarray) -> np.ndarray:
-    """(..., 3) rotation vectors (radians) -> (..., 4) unit quaternions."""
-    angle = np.linalg.norm(r, axis=-1)
-    small = angle < 1e-8
-    # sin(angle / 2) / angle, with its series 1/2 - angle^2/48 near zero
-    k = np.where(small, 0.5 - angle**2 / 48.0, np.sin(0.5 * angle) / np.where(small, 1.0, angle))
-    return np.concatenate([np.cos(0.5 * angle)[..., None], r * k[..., None]], axis=-1)
-
-
-def _slerp(a: np.ndarray, b: np.ndarray, s: np.ndarray | float) -> np.ndarray:
-    """Shortest-path slerp from unit a to unit b, s in [0, 1]; (..., 4) -> (..., 4), result in
-    a's hemisphere. ``s`` broadcasts against the leading dims (shape (...,) or scalar)."""
-    rel = _log(_mul(_conj(a), b))
-    return _mul(a, _exp(rel * np.asarray(s, dtype=np.float64)[..., None]))
-
-
-def quat_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Geodesic angle in degrees, in [0, 180], between the rotations of quaternions a and b.
-
-    (..., 4) x (..., 4) -> (...), broadcasting; any nonzero norm (the angle is scale-free),
-    q and -q are the same rotation. Uses atan2, so it stays accurate for tiny angles.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    rel = _mul(_conj(a), b)
-    return np.degrees(2.0 * np.arctan2(np.linalg.norm(rel[..., 1:], axis=-1), np.abs(rel[..., 0])))
 
 
 def _bracket(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,7 +136,7 @@ def _segment_errors(
     inner = slice(i + 1, j)
     w = ((frames[inner] - frames[i]) / (frames[j] - frames[i]))[:, None]
     p = (1.0 - w) * quats[i] + w * quats[j]
-    rot = quat_angle_deg(p, quats[inner])
+    rot = np.degrees(angle_between(p, quats[inner]))
     # A zero interpolant has no rotation at all: never acceptable.
     rot = np.where(np.linalg.norm(p, axis=1) < _TINY, 180.0, rot)
     if locations is None:
@@ -232,7 +181,7 @@ def reduce_rotation_keys(
     if locations is not None:
         locations = _array("locations", locations, (t, 3), f"(T, 3) = ({t}, 3)")
     if not (tolerance_deg >= 0.0 and tolerance_units >= 0.0):
-        raise ValueError(
+        raise CurveError(
             f"tolerances must be >= 0, got {tolerance_deg} deg and {tolerance_units} units"
         )
     q = make_continuous(quats)
@@ -327,11 +276,11 @@ def smooth_rotations(
     """
     q = np.array(quats, dtype=np.float64)
     if q.ndim != 3 or q.shape[2] != 4:
-        raise ValueError(f"quats must have shape (T, B, 4), got {q.shape}")
+        raise CurveError(f"quats must have shape (T, B, 4), got {q.shape}")
     t = len(q)
     mask = _mask("frames_mask", frames_mask, t)
     if not (np.isfinite(sigma_frames) and sigma_frames >= 0.0):
-        raise ValueError(f"sigma_frames must be finite and >= 0, got {sigma_frames}")
+        raise CurveError(f"sigma_frames must be finite and >= 0, got {sigma_frames}")
     if sigma_frames == 0.0 or t == 0:
         return q
     unit = _unit(q, "quats")
@@ -371,7 +320,7 @@ def _slope(p_end: np.ndarray, c_inv: np.ndarray, q_other: np.ndarray, df: float)
     """(B, 3) rate of change (radians per frame) of the tangent-space coordinates from a
     good frame ``q_other`` (B, 4) to the gap's end point ``p_end`` (B, 3), ``df`` frames
     apart (negative after the gap)."""
-    return (p_end - _log(_mul(c_inv, q_other))) / df
+    return (p_end - quat_log(quat_multiply(c_inv, q_other))) / df
 
 
 def fill_gap(
@@ -412,18 +361,18 @@ def fill_gap(
         the good frame before them.
 
     Raises:
-        ValueError: bad shapes, or no good frame at all.
+        CurveError: bad shapes, or no good frame at all.
     """
     frames = _times("frames", frames)
     t = len(frames)
     quats = _array("quats", quats, (t, None, 4), f"(T, B, 4) with T = {t}")
     gap = _mask("gap", gap, t)
     if velocity_frames < 1:
-        raise ValueError(f"velocity_frames must be >= 1, got {velocity_frames}")
+        raise CurveError(f"velocity_frames must be >= 1, got {velocity_frames}")
     if not max_excursion_deg >= 0.0:
-        raise ValueError(f"max_excursion_deg must be >= 0, got {max_excursion_deg}")
+        raise CurveError(f"max_excursion_deg must be >= 0, got {max_excursion_deg}")
     if gap.all():
-        raise ValueError("fill_gap needs at least one good frame; every frame is in the gap")
+        raise CurveError("fill_gap needs at least one good frame; every frame is in the gap")
     out = quats.copy()
     q = out.copy()
     q[~gap] = _unit(quats[~gap], "quats (good frames)")
@@ -440,9 +389,9 @@ def fill_gap(
         # The good stretches around this run: [good_from, start) and [stop, good_to).
         good_from = runs[n - 1][1] if n > 0 else 0
         good_to = runs[n + 1][0] if n + 1 < len(runs) else t
-        c = _slerp(q[i0], q[i1], 0.5)  # (B, 4)
-        c_inv = _conj(c)
-        p0, p1 = _log(_mul(c_inv, q[i0])), _log(_mul(c_inv, q[i1]))
+        c = quat_slerp(q[i0], q[i1], 0.5)  # (B, 4)
+        c_inv = quat_conjugate(c)
+        p0, p1 = quat_log(quat_multiply(c_inv, q[i0])), quat_log(quat_multiply(c_inv, q[i1]))
         h = frames[i1] - frames[i0]
         chord = (p1 - p0) / h
         k0 = min(velocity_frames, i0 - good_from)
@@ -456,7 +405,7 @@ def fill_gap(
         h10 = s**3 - 2.0 * s**2 + s
         h11 = s**3 - s**2
         p = p0 + s * (p1 - p0) + h10 * e0 + h11 * e1  # (n, B, 3)
-        filled = _mul(c, _exp(p))
+        filled = quat_multiply(c, quat_exp(p))
         out[start:stop] = make_continuous(np.concatenate([quats[i0][None], filled]))[1:]
     return out
 
@@ -503,9 +452,9 @@ def _splice_inputs(
     key_values = _array("key_values", key_values, (len(key_frames), d),
                         f"(K, D) = ({len(key_frames)}, {d})")  # fmt: skip
     if not (np.isfinite(start) and np.isfinite(end) and start <= end):
-        raise ValueError(f"the range [{start}, {end}] is empty or not finite")
+        raise CurveError(f"the range [{start}, {end}] is empty or not finite")
     if new_frames[0] < start or new_frames[-1] > end:
-        raise ValueError(f"new_frames must lie inside [{start}, {end}]")
+        raise CurveError(f"new_frames must lie inside [{start}, {end}]")
     return key_frames, key_values, new_frames, new_values
 
 
@@ -597,7 +546,7 @@ def resample_rotations(
     dst_times = _query_times("dst_times", dst_times)
     q = make_continuous(_unit(quats, "quats"))
     i0, i1, w = _bracket(src_times, dst_times)
-    return _slerp(q[i0], q[i1], np.broadcast_to(w[:, None], (len(w), q.shape[1])))
+    return quat_slerp(q[i0], q[i1], np.broadcast_to(w[:, None], (len(w), q.shape[1])))
 
 
 def resample_linear(src_times: np.ndarray, values: np.ndarray, dst_times: np.ndarray) -> np.ndarray:
@@ -613,7 +562,7 @@ def resample_linear(src_times: np.ndarray, values: np.ndarray, dst_times: np.nda
     src_times = _times("src_times", src_times)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim < 1 or len(values) != len(src_times):
-        raise ValueError(
+        raise CurveError(
             f"values must have shape (T, ...) with T = {len(src_times)}, got {values.shape}"
         )
     dst_times = _query_times("dst_times", dst_times)

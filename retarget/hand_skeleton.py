@@ -24,7 +24,6 @@ from typing import Final
 import numpy as np
 
 FINGERS: Final = ("thumb", "index", "middle", "ring", "pinky")
-SIDES: Final = ("left", "right")
 
 # --- MediaPipe 21 -------------------------------------------------------------------
 MEDIAPIPE_21: Final = (

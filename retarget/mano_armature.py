@@ -20,17 +20,18 @@ from handmocap.retarget.mano_rest import (
 )
 from handmocap.retarget.rig_profiles import PROFILES_BY_ID
 from handmocap.retarget.solver import frame_from_axis
+from handmocap.sides import Side
 
 _PROFILE = PROFILES_BY_ID["handmocap"]
 
 
-def mano_armature_spec(side: str, rest_keypoints: np.ndarray | None = None,
+def mano_armature_spec(side: Side, rest_keypoints: np.ndarray | None = None,
                        hand_to_armature: np.ndarray | None = None,
                        name: str = "handmocap_hand") -> ArmatureSpec:  # fmt: skip
     """An ArmatureSpec for one hand.
 
     Args:
-        side: "left" or "right".
+        side: which hand.
         rest_keypoints: (21, 3) MediaPipe order, hand space, metres (default: open hand).
         hand_to_armature: (3, 3) rotation placing hand space in the armature (default:
             identity).

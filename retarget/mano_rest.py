@@ -18,6 +18,8 @@ from typing import Final
 import numpy as np
 
 from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE
+from handmocap.retarget.rotations import MIRROR_X, mirror_axes
+from handmocap.sides import Side
 
 # (21, 3) MediaPipe order, hand space (metres * 1000), wrist at the origin; right hand.
 OPEN_HAND_RIGHT_REST_MM: Final = np.array([
@@ -44,28 +46,27 @@ OPEN_HAND_RIGHT_FLEX_AXES: Final = np.array([
     [0.8622, 0.0733, -0.5012], [0.8665, -0.1528, -0.4752], [0.8893, 0.0537, -0.4541],
 ])  # fmt: skip
 
-# The hand model's left hand is the right one mirrored across hand-space x.
-MIRROR_X: Final = np.diag([-1.0, 1.0, 1.0])
-
 # MediaPipe keypoint index of each MANO joint (MANO_16 order) and of the point its bone
 # points at (the next keypoint along the digit: the child joint or the tip).
 MEDIAPIPE_FOR_MANO16: Final = np.argsort(MANO21_FOR_MEDIAPIPE)[:16]
 MANO16_BONE_END: Final = MEDIAPIPE_FOR_MANO16 + 1
 
 
-def default_rest_keypoints(side: str) -> np.ndarray:
-    """(21, 3) metres, MediaPipe order: the open hand model's rest for ``side``."""
+def default_rest_keypoints(side: Side) -> np.ndarray:
+    """(21, 3) metres, MediaPipe order: the open hand model's rest for ``side`` (the left
+    hand is the right one mirrored across hand-space x, :data:`~.rotations.MIRROR_X`)."""
     rest = OPEN_HAND_RIGHT_REST_MM / 1000.0
-    return rest @ MIRROR_X if side == "left" else rest.copy()
+    return rest @ MIRROR_X if side == Side.LEFT else rest.copy()
 
 
-def default_flex_axes(side: str) -> np.ndarray:
+def default_flex_axes(side: Side) -> np.ndarray:
     """(16, 3) unit flexion axis per MANO joint at rest (row 0, the wrist, is zero).
 
-    The left hand is the mirror image; an axis of rotation mirrors as ``-S @ axis``, so a
-    positive turn about it still curls the digit towards the palm."""
+    The left hand is the mirror image; an axis of rotation mirrors as ``-S @ axis``
+    (:func:`~.rotations.mirror_axes`), so a positive turn about it still curls the digit
+    towards the palm."""
     axes = np.zeros((16, 3))
     axes[1:] = (
         OPEN_HAND_RIGHT_FLEX_AXES / np.linalg.norm(OPEN_HAND_RIGHT_FLEX_AXES, axis=1)[:, None]
     )
-    return -(axes @ MIRROR_X) if side == "left" else axes
+    return mirror_axes(axes) if side == Side.LEFT else axes

@@ -27,17 +27,13 @@ from handmocap.retarget.bone_names import (
     parse_bone_name,
     tokens,
 )
-from handmocap.retarget.hand_skeleton import FINGERS, SIDES
+from handmocap.retarget.hand_skeleton import FINGERS
+from handmocap.sides import BOTH, Side
 
 MAPPING_FORMAT = "handmocap-rig-mapping"
 MAPPING_VERSION = 1
 # A side needs this many of the MANO-driven finger roles to count as a hand.
 MIN_FINGER_BONES = 3
-
-_SIDE_TOKENS = {
-    "left": {"S": "L", "s": "l", "Side": "Left", "side": "left"},
-    "right": {"S": "R", "s": "r", "Side": "Right", "side": "right"},
-}
 
 
 @dataclass(frozen=True)
@@ -59,9 +55,14 @@ class RigProfile:
             raise RigError(f"profile {self.id!r} has unknown roles: {sorted(unknown)}")
         object.__setattr__(self, "bones", MappingProxyType(dict(self.bones)))
 
-    def bone_name(self, role: str, side: str) -> str | None:
+    def bone_name(self, role: str, side: Side) -> str | None:
+        """The bone that plays ``role`` on ``side``'s hand (None: the family has none)."""
         template = self.bones.get(role)
-        return template.format(**_SIDE_TOKENS[side]) if template else None
+        if not template:
+            return None
+        side = Side(side)
+        return template.format(S=side.letter, s=side.letter.lower(), Side=side.display,
+                               side=side.value)  # fmt: skip
 
 
 def _digits(name_of) -> dict[str, str]:
@@ -196,7 +197,7 @@ class HandBones:
     """One hand of a rig: ``bones`` maps role -> bone name for the roles the rig has;
     ``missing`` lists the roles the profile expected but the armature lacks."""
 
-    side: str
+    side: Side
     bones: Mapping[str, str]
     missing: tuple[str, ...] = ()
     bone_x_flexes: bool = False
@@ -216,7 +217,7 @@ class RigMapping:
 
     profile_id: str
     label: str
-    hands: Mapping[str, HandBones] = field(default_factory=dict)
+    hands: Mapping[Side, HandBones] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hands", MappingProxyType(dict(self.hands)))
@@ -249,11 +250,11 @@ def _lookup(names: Iterable[str]) -> dict[str, str]:
 
 
 def apply_profile(profile: RigProfile, bone_names: Iterable[str],
-                  side: str | None = None) -> RigMapping:  # fmt: skip
+                  side: Side | None = None) -> RigMapping:  # fmt: skip
     """The mapping ``profile`` gives on an armature with these bones. For a single-hand
     profile, ``side`` says which hand the armature is."""
     table = _lookup(list(bone_names))
-    sides = SIDES if not profile.single_hand else ((side,) if side else ())
+    sides = BOTH if not profile.single_hand else ((Side(side),) if side else ())
     hands = {}
     for s in sides:
         found, missing = {}, []
@@ -268,7 +269,7 @@ def apply_profile(profile: RigProfile, bone_names: Iterable[str],
     return RigMapping(profile.id, profile.label, hands)
 
 
-def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> RigMapping:
+def mapping_from_names(bone_names: Iterable[str], side: Side | None = None) -> RigMapping:
     """A mapping read from the bone names alone (:func:`parse_bone_name`), for rigs no
     profile knows. Bones without a side in their name count as ``side``'s when given.
 
@@ -282,10 +283,10 @@ def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> Ri
         bone_side = parsed.side or side
         if parsed.role and bone_side:
             candidates.setdefault((bone_side, parsed.role), []).append(name)
-    for s in SIDES:
+    for s in BOTH:
         _shift_three_word_thumb(candidates, s)
     hands = {}
-    for s in SIDES:
+    for s in BOTH:
         found = {
             role: min(candidates[(s, role)], key=lambda n: (len(tokens(n)), len(n)))
             for role in ROLES
@@ -297,7 +298,7 @@ def mapping_from_names(bone_names: Iterable[str], side: str | None = None) -> Ri
     return RigMapping(PARSED_PROFILE_ID, "Custom rig (mapped from bone names)", hands)
 
 
-def _shift_three_word_thumb(candidates: dict[tuple[str, str], list[str]], side: str) -> None:
+def _shift_three_word_thumb(candidates: dict[tuple[str, str], list[str]], side: Side) -> None:
     """A thumb named proximal/intermediate/distal (VRM 0.x, some game rigs) counts its
     metacarpal as 'proximal': shift it down one segment."""
     thumbs = candidates.get((side, "thumb.proximal"), [])
@@ -318,7 +319,7 @@ def _score(mapping: RigMapping) -> int:
 
 
 def detect_rig(bone_names: Iterable[str], armature_name: str = "armature",
-               side: str | None = None) -> RigMapping:  # fmt: skip
+               side: Side | None = None) -> RigMapping:  # fmt: skip
     """The best mapping for an armature: the profile that finds the most hand bones (ties
     go to the earlier profile; the bone-name parser comes last). ``side`` is the hand a
     one-hand armature holds when its names do not say.
@@ -336,14 +337,14 @@ def detect_rig(bone_names: Iterable[str], armature_name: str = "armature",
         best = parsed
     if best is not None:
         return best
-    one_hand = apply_profile(PROFILES_BY_ID["webxr"], names, "right")
+    one_hand = apply_profile(PROFILES_BY_ID["webxr"], names, Side.RIGHT)
     if one_hand.hands and side is None:
         raise RigError(
             f"armature {armature_name!r} holds one hand and its bone names do not say which: "
             "choose Left or Right for it"
         )
     examples = ", ".join(
-        f"{p.label} ({p.bone_name('index.proximal', 'right')})" for p in BUILTIN_PROFILES
+        f"{p.label} ({p.bone_name('index.proximal', Side.RIGHT)})" for p in BUILTIN_PROFILES
     )
     raise RigError(
         f"no hand bones found in armature {armature_name!r} ({len(names)} bones). Looked for "
@@ -383,12 +384,13 @@ def mapping_from_json(text: str, bone_names: Iterable[str] | None = None,
     hands_doc = doc.get("hands")
     if not isinstance(hands_doc, dict) or not hands_doc:
         raise RigError(f"{source} maps no hands")
-    bad_sides = set(hands_doc) - set(SIDES)
+    bad_sides = set(hands_doc) - set(BOTH)
     if bad_sides:
         raise RigError(f"{source}: unknown hand(s) {sorted(bad_sides)}; use 'left' and 'right'")
     known = set(bone_names) if bone_names is not None else None
     hands = {}
-    for side, bones in hands_doc.items():
+    for name, bones in hands_doc.items():
+        side = Side(name)
         bad_roles = set(bones) - set(ROLES)
         if bad_roles:
             raise RigError(

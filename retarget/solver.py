@@ -47,7 +47,8 @@ from handmocap.retarget.mano_rest import (
     default_rest_keypoints,
 )
 from handmocap.retarget.rig_profiles import HandBones
-from handmocap.retarget.rotations import axis_angle_to_matrix, matrix_to_quat
+from handmocap.retarget.rotations import axis_angle_to_matrix, make_continuous, matrix_to_quat
+from handmocap.sides import Side
 
 # OpenCV camera axes -> Blender world axes for two common set-ups (columns: where the
 # camera's x right, y down, z forward point in the world).
@@ -100,7 +101,7 @@ class BonePoses:
     """Solved local pose of some bones of one armature. T frames, B bones.
 
     Attributes:
-        side: the hand ("left"/"right").
+        side: the hand.
         bone_names: (B,) the bones, parents before children.
         rotations: (T, B, 4) local pose quaternions (w, x, y, z), Blender's
             ``pose_bone.rotation_quaternion``; continuous in time (no sign flips).
@@ -108,7 +109,7 @@ class BonePoses:
             or None when nothing moves.
     """
 
-    side: str
+    side: Side
     bone_names: tuple[str, ...]
     rotations: np.ndarray
     locations: np.ndarray | None = None
@@ -155,21 +156,6 @@ def palm_frame_points(points: dict[str, np.ndarray], wrist: np.ndarray,
     direction = reach - wrist
     normal = np.cross(lateral, direction)
     return direction, normal / np.linalg.norm(normal)
-
-
-def make_continuous(q: np.ndarray) -> np.ndarray:
-    """Flip quaternion signs along axis 0 so consecutive ones are in the same hemisphere.
-
-    (T, ..., 4) -> same shape; q and -q are one rotation, but F-curves interpolate the
-    numbers, so a sign flip between two keys would spin the bone the long way round.
-    """
-    if len(q) < 2:
-        return q
-    dots = np.sum(q[1:] * q[:-1], axis=-1)
-    flips = np.cumprod(np.where(dots < 0.0, -1.0, 1.0), axis=0)
-    out = q.copy()
-    out[1:] *= flips[..., None]
-    return out
 
 
 def mano_hand_rotations(local: np.ndarray) -> np.ndarray:

@@ -68,11 +68,11 @@ def direction_errors(obj, take_path: str, side: str, measure=lambda bone: bone) 
     and the take's MANO segment, over every frame of the take."""
     from bl_ext.user_default.handmocap.armature_io import detect_armature
 
-    from handmocap.inference.take import load_take
     from handmocap.retarget.bone_names import MANO_JOINT_FOR_ROLE
     from handmocap.retarget.mano_rest import MANO16_BONE_END, MEDIAPIPE_FOR_MANO16
     from handmocap.retarget.rotations import axis_angle_to_matrix
     from handmocap.retarget.solver import CAMERA_IN_FRONT, mano_hand_rotations
+    from handmocap.take import load_take
 
     take = load_take(take_path)
     (track,) = [t for t in take.tracks if t.handedness == side]
@@ -129,9 +129,9 @@ def evaluated_rotations(obj, bones, frames, local: bool = False) -> np.ndarray:
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from bench.fbx_read import rotation_angle_deg
+    from handmocap.retarget.rotations import angle_between
 
-    return rotation_angle_deg(a, b)
+    return np.degrees(angle_between(a, b))
 
 
 def fbx_round_trip(obj, last_frame: int) -> dict[str, float]:
@@ -141,10 +141,8 @@ def fbx_round_trip(obj, last_frame: int) -> dict[str, float]:
     from bench.fbx_read import (
         blender_to_fbx_local,
         bone_axis_correction,
-        quat_matrices,
         read_assimp,
         read_ufbx,
-        rotation_angle_deg,
     )
 
     scene = bpy.context.scene
@@ -167,10 +165,7 @@ def fbx_round_trip(obj, last_frame: int) -> dict[str, float]:
             )
     worst = {}
     for take in (read_ufbx(path, frames=frames.astype(float)), read_assimp(path)):
-        errs = [
-            rotation_angle_deg(np.array(want[n]), quat_matrices(take.rotations[n])[: len(frames)])
-            for n in bones
-        ]
+        errs = [angle_deg(np.array(want[n]), take.rotations[n][: len(frames)]) for n in bones]
         worst[take.reader] = float(np.max(np.concatenate(errs)))
     path.unlink(missing_ok=True)
     return worst

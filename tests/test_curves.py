@@ -1,12 +1,13 @@
 """Rotation curves: what Blender shows from LINEAR quaternion keys, key reduction, smoothing,
-gap filling and resampling (handmocap.retarget.curves). Angles are checked through
-rotation matrices (rotations.py), independently of the module's own quaternion algebra."""
+gap filling and resampling (handmocap.retarget.curves). Angles are measured with
+rotations.angle_between, pinned to scipy in test_rotations."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from handmocap.errors import CurveError, HandmocapError
 from handmocap.retarget.curves import (
     fill_gap,
     nlerp_curve,
@@ -19,12 +20,12 @@ from handmocap.retarget.curves import (
     splice_rotation_keys,
 )
 from handmocap.retarget.rotations import (
+    angle_between,
     axis_angle_to_matrix,
-    matrix_to_axis_angle,
+    make_continuous,
     matrix_to_quat,
     quat_to_matrix,
 )
-from handmocap.retarget.solver import make_continuous
 
 Z = np.array([0.0, 0.0, 1.0])
 TILTED = np.array([1.0, 2.0, 2.0]) / 3.0
@@ -36,10 +37,8 @@ def quat(rotvec: np.ndarray) -> np.ndarray:
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Geodesic angle in degrees between the rotations of quaternions a and b (through the
-    axis-angle of the relative matrix: unlike arccos of the trace, accurate near zero)."""
-    rel = np.swapaxes(quat_to_matrix(a), -1, -2) @ quat_to_matrix(b)
-    return np.degrees(np.linalg.norm(matrix_to_axis_angle(rel), axis=-1))
+    """Geodesic angle in degrees between the rotations of quaternions a and b."""
+    return np.degrees(angle_between(a, b))
 
 
 def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -385,3 +384,24 @@ def test_splice_refuses_new_keys_outside_the_range():
 def test_bad_shapes_raise_value_error(call, expected):
     with pytest.raises(ValueError, match=expected):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        # what the cleanup tools meet in an edited action: a NaN typed into a key
+        (lambda: smooth_rotations(np.full((4, 1, 4), np.nan), 1.0), "NaN"),
+        (lambda: reduce_rotation_keys(np.arange(3.0), np.zeros((3, 4)), 1.0), "zero quaternion"),
+        (lambda: fill_gap(np.arange(5.0), np.zeros((5, 1, 4)), np.ones(5, bool)), "good frame"),
+        (lambda: splice_keys(np.arange(3.0), np.zeros((3, 1)), 2, 1, [1.0], [[0.0]]), "empty"),
+        (lambda: nlerp_curve(np.array([0.0, 0.0]), np.ones((2, 4)), [0.0]), "increasing"),
+        (lambda: resample_linear(np.arange(4.0), np.ones((3, 2)), [0.5]), r"\(T, \.\.\.\)"),
+    ],
+)
+def test_refusals_are_handmocap_errors_the_addon_reports_as_one_line(call, expected):
+    """The add-on's operators report a HandmocapError as one line; any other exception
+    reaches the user as a bug with a traceback. Every refusal of the curve maths is a
+    CurveError: a HandmocapError naming the array, and still a ValueError."""
+    with pytest.raises(HandmocapError, match=expected) as raised:
+        call()
+    assert isinstance(raised.value, CurveError) and isinstance(raised.value, ValueError)

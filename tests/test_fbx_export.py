@@ -23,10 +23,8 @@ from bench.fbx_read import (  # noqa: E402
     axis_conversion,
     blender_to_fbx_local,
     bone_axis_correction,
-    quat_matrices,
     read_assimp,
     read_ufbx,
-    rotation_angle_deg,
 )
 from blender_addon.armature_io import create_armature  # noqa: E402
 from blender_addon.fbx_export import (  # noqa: E402
@@ -39,7 +37,7 @@ from blender_addon.fbx_export import (  # noqa: E402
 )
 from blender_addon.keyframes import write_bone_action  # noqa: E402
 from handmocap.retarget.mano_armature import mano_armature_spec  # noqa: E402
-from handmocap.retarget.rotations import quat_to_matrix  # noqa: E402
+from handmocap.retarget.rotations import angle_between, quat_to_matrix  # noqa: E402
 from handmocap.retarget.solver import BonePoses  # noqa: E402
 
 pytestmark = pytest.mark.blender
@@ -139,7 +137,7 @@ def test_blender_local_is_rest_offset_times_basis(hand):
         rest = spec.rest[k][:3, :3]
         p = int(spec.parents[k])
         offset = rest if p < 0 else np.linalg.inv(spec.rest[p][:3, :3]) @ rest
-        err = rotation_angle_deg(offset @ basis[:, k], hand["local"][name])
+        err = np.degrees(angle_between(offset @ basis[:, k], hand["local"][name]))
         assert err.max() < 1e-3, (name, err.max())
 
 
@@ -164,23 +162,24 @@ def test_bone_rotations_round_trip(preset, reader, hand, exported):
     for k, name in enumerate(hand["spec"].bone_names):
         expected = blender_to_fbx_local(hand["local"][name], correction,
                                         hand["spec"].parents[k] >= 0)  # fmt: skip
-        got = quat_matrices(take.rotations[name])
+        got = quat_to_matrix(take.rotations[name])
         assert got.shape == (T, 3, 3), (name, got.shape)
-        worst = max(worst, float(rotation_angle_deg(expected, got).max()))
+        worst = max(worst, float(np.degrees(angle_between(expected, got)).max()))
     print(f"{preset} {reader}: max bone rotation error {worst:.2e} deg")
     assert worst <= MAX_ERROR_DEG, (preset, reader, worst)
 
     # The armature node carries the global axis conversion and the object's rotation.
     axes = axis_conversion("Y", "Z", settings.axis_forward, settings.axis_up)
     world = np.array(hand["obj"].matrix_world)[:3, :3]
-    node = quat_matrices(take.rotations["hand.R"])
-    assert rotation_angle_deg(node, (axes @ world)[None]).max() < 1e-3
+    node = quat_to_matrix(take.rotations["hand.R"])
+    assert np.degrees(angle_between(node, (axes @ world)[None])).max() < 1e-3
 
     if preset == BONE_AXES.name:  # the correction matters: without it the bones are off
         for k, name in enumerate(hand["spec"].bone_names):
             wrong = blender_to_fbx_local(hand["local"][name], np.eye(3),
                                          hand["spec"].parents[k] >= 0)  # fmt: skip
-            assert rotation_angle_deg(wrong, quat_matrices(take.rotations[name])).max() > 10.0
+            got = quat_to_matrix(take.rotations[name])
+            assert np.degrees(angle_between(wrong, got)).max() > 10.0
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -18,13 +18,12 @@ from handmocap.retarget.mano_rest import (
     default_rest_keypoints,
 )
 from handmocap.retarget.rig_profiles import PROFILES_BY_ID, detect_rig
-from handmocap.retarget.rotations import axis_angle_to_matrix
+from handmocap.retarget.rotations import axis_angle_to_matrix, make_continuous
 from handmocap.retarget.solver import (
     CAMERA_FIRST_PERSON,
     HandRetargeter,
     RetargetConfig,
     WristMode,
-    make_continuous,
     mano_hand_rotations,
 )
 

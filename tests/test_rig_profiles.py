@@ -4,7 +4,6 @@ import pytest
 
 from handmocap.retarget.armature import RigError
 from handmocap.retarget.bone_names import ROLES, parse_bone_name
-from handmocap.retarget.hand_skeleton import SIDES
 from handmocap.retarget.rig_profiles import (
     BUILTIN_PROFILES,
     PROFILES_BY_ID,
@@ -12,6 +11,7 @@ from handmocap.retarget.rig_profiles import (
     mapping_from_json,
     mapping_to_json,
 )
+from handmocap.sides import BOTH
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_helpers_tips_and_others_have_no_role(name):
     assert parse_bone_name(name).role is None
 
 
-def _names(profile_id, sides=SIDES, drop=()):
+def _names(profile_id, sides=BOTH, drop=()):
     p = PROFILES_BY_ID[profile_id]
     return ["root"] + [
         p.bone_name(r, s) for s in sides for r in p.bones if r not in drop
@@ -62,7 +62,7 @@ def _names(profile_id, sides=SIDES, drop=()):
 @pytest.mark.parametrize("profile", [p.id for p in BUILTIN_PROFILES if not p.single_hand])
 def test_every_profile_is_detected_from_its_own_names(profile):
     m = detect_rig(_names(profile))
-    assert m.profile_id == profile and set(m.hands) == set(SIDES)
+    assert m.profile_id == profile and set(m.hands) == set(BOTH)
     assert all(len(h.driven_roles) == 15 and not h.missing for h in m.hands.values())
 
 

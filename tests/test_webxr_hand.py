@@ -6,6 +6,7 @@ import pytest
 from handmocap.errors import AssetError
 from handmocap.models.webxr_hand import load_webxr_hand
 from handmocap.retarget.hand_skeleton import WEBXR_25
+from handmocap.retarget.rotations import MIRROR_X
 
 
 def test_asset_has_the_expected_contents(hands):
@@ -48,9 +49,8 @@ def test_left_is_the_mirror_of_the_right_up_to_a_shift(hands):
     """Measured fact of this asset: the left hand is the mirrored right hand moved by a
     constant ~2 mm, except that the index metacarpal (7 mm) and index knuckle (3.4 mm)
     were authored differently. The open MANO-layout model therefore mirrors the right."""
-    mirror = np.diag([-1.0, 1.0, 1.0])
     right, left = hands["right"], hands["left"]
-    diff_mm = 1000 * (right.rest_positions @ mirror - left.rest_positions)
+    diff_mm = 1000 * (right.rest_positions @ MIRROR_X - left.rest_positions)
     shift = np.median(diff_mm, axis=0)
     assert np.linalg.norm(shift) < 2.5
     residual = np.linalg.norm(diff_mm - shift, axis=1)
@@ -60,7 +60,7 @@ def test_left_is_the_mirror_of_the_right_up_to_a_shift(hands):
     }
     assert all(residual[j] < 0.5 for j in range(25) if j not in odd)
     assert all(residual[j] < 8.0 for j in odd)
-    np.testing.assert_allclose(right.palm_normal() @ mirror, left.palm_normal(), atol=1e-3)
+    np.testing.assert_allclose(right.palm_normal() @ MIRROR_X, left.palm_normal(), atol=1e-3)
 
 
 def test_fingertip_sites_sit_3mm_inside_the_end_of_the_finger(hands):
