@@ -11,13 +11,14 @@ import numpy as np
 from handmocap import __version__
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+from handmocap.sides import Side
+from handmocap.take import EngineFacts, FrameFlag, FrameRange, Take, Track, make_header
 
-from .mano_fit import FitConfig, ManoFitter, build_fitter
+from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
-from .take import FrameFlag, Take, Track, make_header
 from .tracker import HandTracker, Observation, TrackerConfig
-from .video import FrameRange, VideoSource, check_fps
+from .video import VideoSource, check_fps
 
 # Keypoints the network places outside the image are guesses: halve their confidence.
 OUTSIDE_IMAGE_CONFIDENCE = 0.5
@@ -76,7 +77,7 @@ class _TrackBuilder:
         return Track(
             track_id=self.track_id,
             # Decided over the whole track: one odd frame never flips a hand.
-            handedness="right" if float(np.mean(right)) > 0.5 else "left",
+            handedness=Side.RIGHT if float(np.mean(right)) > 0.5 else Side.LEFT,
             frames=np.array(self.frames, np.int64),
             keypoints_2d=xyz[..., :2],
             keypoints_rel_depth=xyz[..., 2],
@@ -106,18 +107,35 @@ def capture(
     overlay: Path | None = None,
     tracker: HandTracker | None = None,
 ) -> CaptureResult:
-    """Run detection and landmark tracking over ``video`` (file or image folder)."""
+    """Capture the hands in ``video`` (a file or an image folder) into a Take.
+
+    1. Tracks hands frame by frame (palm detection and landmarks, ``tracker`` or one built
+       from ``config.tracker``); tracks shorter than ``MIN_TRACK_FRAMES`` are dropped.
+    2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
+       translation, fitted 3D keypoints) with the open hand model or ``config.mano_dir``,
+       through intrinsics from ``config.fov_deg`` (else a guessed field of view, recorded
+       as a guess). The fit's assets are checked before the first frame is read: a missing
+       one raises :class:`HandmocapError` naming ``python3 build.py models``; nothing is
+       built here.
+    3. If ``overlay`` is given, writes that video: every hand's 2D skeleton and label on
+       each frame and, where MANO was fitted, the outline of the fitted mesh.
+
+    ``progress`` hears of each frame and stage. The take is returned, not saved: the
+    caller saves it. Raises :class:`HandmocapError` for bad input or a video with no frames.
+    """
     config = (config or CaptureConfig()).validated()
     progress = progress or NoProgress()
     source = VideoSource(video, config.frames, fps=config.fps)
     info = source.info
     tracker = tracker or HandTracker(config.tracker)
+    # Every asset the fit reads is checked now, not after the whole video was tracked.
+    assets = fit_assets(config.mano_dir) if config.fit_mano else None
     fov = config.fov_deg or DEFAULT_FOV_DEG
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
     stages = [*(["mano_fit"] if config.fit_mano else []), *(["overlay"] if overlay else [])]
-    progress.start(total, stages=stages, device=tracker.models.backend.device,
-                   provider=tracker.models.backend.providers[0], width=info.width,
+    progress.start(total, stages=stages, device=tracker.backend.device,
+                   provider=tracker.backend.providers[0], width=info.width,
                    height=info.height, fps=info.fps)  # fmt: skip
     started = time.perf_counter()
     done = 0
@@ -134,29 +152,29 @@ def capture(
     )
     k = intrinsics_from_fov(info.width, info.height, fov)
     hand_model = None
-    if config.fit_mano and tracks:
+    if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
-        fitter, files = build_fitter(config.mano_dir, tracker.models.backend, config.fit)
-        hand_model = files.model_id
+        fitter = load_fitter(assets, tracker.backend, config.fit)
+        hand_model = assets.hand_model.model_id
         tracks = _fit_tracks(fitter, tracks, k, progress)
     seconds = time.perf_counter() - started
     header = make_header(
         info.path, info.fps / config.frames.stride, info.width, info.height, k,
         "user" if config.fov_deg else f"guess ({DEFAULT_FOV_DEG:g} deg horizontal)",
-        engine_version=__version__, device=tracker.models.backend.device,
-        provider=tracker.models.backend.providers[0],
-        frame_range={"start": config.frames.start, "end": config.frames.end,
-                     "stride": config.frames.stride},
-        frames_read=done, detector_runs=tracker.detector_runs,
-        detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
-        tracking_seconds=round(tracking_seconds, 3),
-        mano_seconds=round(seconds - tracking_seconds, 3),
+        hand_model=hand_model, frame_range=config.frames,
+        engine=EngineFacts(
+            engine_version=__version__, device=tracker.backend.device,
+            provider=tracker.backend.providers[0], frames_read=done,
+            detector_runs=tracker.detector_runs,
+            detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
+            tracking_seconds=round(tracking_seconds, 3),
+            mano_seconds=round(seconds - tracking_seconds, 3),
+        ),
+        # What the source did not deliver (a truncated file, undecodable or skipped frames):
+        # kept with the take so that nobody mistakes a short take for the whole clip.
+        warnings=list(source.warnings), frames_short=source.frames_short,
+        missing_frames=list(source.missing_frames),
     )  # fmt: skip
-    header["hand_model"] = hand_model
-    # What the source did not deliver (a truncated file, undecodable or skipped frames):
-    # kept with the take so that nobody mistakes a short take for the whole clip.
-    header.update(warnings=list(source.warnings), frames_short=source.frames_short,
-                  missing_frames=list(source.missing_frames))  # fmt: skip
     take = Take(header, tracks)
     if overlay:
         progress.stage("overlay", done, "frames")

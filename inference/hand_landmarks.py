@@ -1,19 +1,22 @@
 """Hand landmarks: preprocess (rotated crops) -> run -> postprocess, pre/post pure numpy.
 
-The facts (ARCHITECTURE section 3): input 224x224 RGB in [0, 1]; outputs 21x3 landmarks in
+The facts: input 224x224 RGB in [0, 1]; outputs 21x3 landmarks in
 crop pixels (z scaled like x), hand presence (already a probability), handedness (a
 probability, > 0.5 = a physical RIGHT hand in an unmirrored image) and 21x3 world
 landmarks in metres. Tracking takes the next crop from landmarks
-{0,1,2,3,5,6,9,10,13,14,17,18}, scale 2.0, shift -0.1.
+{0,1,2,3,5,6,9,10,13,14,17,18}, scale 2.0, shift -0.1. Where the stage sits in the
+pipeline: docs/architecture.md, "Data flow".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .backend import Backend, create_session
 from .geometry import Roi, apply_affine, hand_rotation, rotation_matrix_2d, transform_rect
 
 INPUT_SIZE = 224
@@ -85,6 +88,43 @@ def postprocess(
             )
         )
     return hands
+
+
+class HandLandmarker:
+    """The hand landmark network: :meth:`preprocess` -> :meth:`run` -> :meth:`postprocess`.
+
+    Pre- and postprocessing are the pure-numpy functions of this module; :meth:`run` is the
+    one ONNX Runtime call, on the providers :func:`.backend.choose_backend` picked. All crops
+    of a frame go through the network as one batch.
+    """
+
+    def __init__(self, model: Path, backend: Backend, threads: int = 0):
+        """``model``: the ported ``hand_landmark.onnx``; ``threads`` 0 = ORT's default."""
+        self.backend = backend
+        self.session = create_session(model, backend, threads)
+
+    @staticmethod
+    def preprocess(image_rgb: np.ndarray, rois: list[Roi]) -> np.ndarray:
+        """(H, W, 3) uint8 RGB and N crops -> (N, 224, 224, 3) float32 crops in [0, 1]."""
+        return preprocess(image_rgb, rois)
+
+    def run(self, crops: np.ndarray) -> list[np.ndarray]:
+        """(N, 224, 224, 3) float32 -> landmarks (N, 63) crop px, presence (N, 1),
+        handedness (N, 1) and world landmarks (N, 63) metres, as the network returns them."""
+        return self.session.run(None, {"image": crops})
+
+    @staticmethod
+    def postprocess(outputs: list[np.ndarray], rois: list[Roi]) -> list[HandLandmarks]:
+        """:meth:`run`'s outputs for the N crops -> N hands in image space."""
+        return postprocess(*outputs, rois)
+
+    def estimate(self, image_rgb: np.ndarray, rois: list[Roi]) -> list[HandLandmarks]:
+        """One frame and N crops (none is fine) -> the N crops' hands, in crop order."""
+        if not rois:
+            return []
+        return self.postprocess(self.run(self.preprocess(image_rgb, rois)), rois)
+
+    __call__ = estimate
 
 
 def roi_from_landmarks(image_xy: np.ndarray) -> Roi:

@@ -14,8 +14,8 @@ The 3D input is MediaPipe's 2.5D estimate lifted into camera axes: image x, y an
 network's relative depth z (in the same pixel scale), divided by the focal length. Its
 world landmarks are not used: measured on rendered clips they are rotated a median 24
 degrees away from the true camera-space hand, frame by frame, and fitting them gave 27-38
-degree orientation errors against 13-15 with the lifted points (ARCHITECTURE section 3
-step 5 says "3D world keypoints"; this is the measured departure). The 3D term aligns
+degree orientation errors against 13-15 with the lifted points (a first design fitted the
+world landmarks; docs/architecture.md, "Data flow", records the choice). The 3D term aligns
 scale only (treated as a constant in each step), so depth order still decides which way a
 flat hand is turned, which the 2D term alone cannot (foreshortening has no sign).
 """
@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,11 +35,15 @@ from handmocap.errors import HandmocapError
 from handmocap.models.iknet import KeypointRig, features, fk, rot6d_to_matrix
 from handmocap.retarget.hand_skeleton import WEBXR_FOR_MANO
 from handmocap.retarget.joint_limits import limits_array
-from handmocap.retarget.rotations import matrix_to_axis_angle
+from handmocap.retarget.rotations import MIRROR_X, matrix_to_axis_angle, mirror_rotations
+from handmocap.sides import BOTH, Side
 
 from .backend import Backend, create_session
 
-MIRROR = np.diag([-1.0, 1.0, 1.0])
+if TYPE_CHECKING:
+    from handmocap.models.hand_model import HandModelFiles
+    from handmocap.models.webxr_asset import WebXRHandFiles
+
 # ``fit`` reports its progress at most this often (seconds apart), and always at the end.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -88,27 +93,41 @@ class ManoFit:
 
 
 class IKRegressor:
-    """preprocess -> run -> postprocess around the IK network's ONNX file."""
+    """The IK network: :meth:`preprocess` -> :meth:`run` -> :meth:`postprocess`.
 
-    def __init__(self, model: Path, backend: Backend):
-        self.session = create_session(model, backend)
+    Pre- and postprocessing are plain array maths (the left hand mirrored in and out);
+    :meth:`run` is the one ONNX Runtime call, on the providers
+    :func:`.backend.choose_backend` picked.
+    """
+
+    def __init__(self, model: Path, backend: Backend, threads: int = 0):
+        """``model``: the trained ``iknet.onnx``; ``threads`` 0 = ORT's default."""
+        self.backend = backend
+        self.session = create_session(model, backend, threads)
 
     @staticmethod
     def preprocess(world: np.ndarray, side: str) -> np.ndarray:
         """(T, 21, 3) world landmarks -> (T, 123) features of the equivalent right hand."""
-        return features(world @ MIRROR if side == "left" else world)
+        return features(world @ MIRROR_X if side == Side.LEFT else world)
 
     @staticmethod
     def postprocess(out: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
         """(T, 106) -> rotations (T, 16, 3, 3) of the actual hand and betas (T, 10)."""
         rots = rot6d_to_matrix(torch.as_tensor(out[:, :96]).reshape(-1, 16, 6)).numpy()
-        if side == "left":
-            rots = MIRROR @ rots @ MIRROR
+        if side == Side.LEFT:
+            rots = mirror_rotations(rots)
         return rots.astype(np.float64), 2.5 * np.tanh(out[:, 96:].astype(np.float64))
 
-    def __call__(self, world: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
-        (out,) = self.session.run(None, {"features": self.preprocess(world, side)})
-        return self.postprocess(out, side)
+    def run(self, feats: np.ndarray) -> np.ndarray:
+        """(T, 123) float32 features -> (T, 106): 16 rotations in 6D, then 10 shape logits."""
+        (out,) = self.session.run(None, {"features": feats})
+        return out
+
+    def estimate(self, world: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 21, 3) keypoints of one ``side`` -> rotations (T, 16, 3, 3), betas (T, 10)."""
+        return self.postprocess(self.run(self.preprocess(world, side)), side)
+
+    __call__ = estimate
 
 
 def anatomical_angles(
@@ -149,6 +168,56 @@ def _robust(sq: torch.Tensor, scale: float) -> torch.Tensor:
     """Geman-McClure on squared residuals: ~sq for small ones, bounded for outliers."""
     s2 = scale * scale
     return sq * s2 / (sq + s2)
+
+
+# --- The refinement's loss terms: each a scalar tensor, unweighted (``fit`` weighs them). ---
+
+
+def keypoint_term(
+    cam: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, robust_m: float
+) -> torch.Tensor:
+    """3D agreement of the model's camera-space keypoints ``cam`` (T, 21, 3) m with the
+    centred lifted keypoints ``target`` (T, 21, 3), the target scaled onto the model per
+    frame (scale only, treated as a constant): a confidence-weighted (``conf`` (T, 21))
+    mean of Geman-McClure residuals at ``robust_m`` metres, in units of ``robust_m``²."""
+    centred = cam - cam.mean(dim=1, keepdim=True)
+    aligned = _scale_align(target, centred.detach())
+    residual = _robust(((centred - aligned) ** 2).sum(-1), robust_m)
+    return (conf * residual).sum() / (robust_m**2 * conf.sum().clamp_min(1))
+
+
+def reprojection_term(cam: torch.Tensor, uv: torch.Tensor, size_px: torch.Tensor, k: torch.Tensor,
+                      conf: torch.Tensor, robust: float) -> torch.Tensor:  # fmt: skip
+    """2D agreement of ``cam`` (T, 21, 3) m projected through K ``k`` (3, 3) with the
+    detected keypoints ``uv`` (T, 21, 2) px, in units of each frame's hand size ``size_px``
+    (T,) px: a confidence-weighted mean of Geman-McClure residuals at ``robust`` hand
+    sizes, in units of ``robust``²."""
+    proj = cam @ k.T
+    proj = proj[..., :2] / proj[..., 2:3].clamp_min(1e-3)
+    residual = _robust((((proj - uv) / size_px[:, None, None]) ** 2).sum(-1), robust)
+    return (conf * residual).sum() / (robust**2 * conf.sum().clamp_min(1))
+
+
+def joint_limit_term(local: torch.Tensor, frames: torch.Tensor, signs: torch.Tensor,
+                     lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Anatomical joint limits: the finger joints' local rotations ``local`` (T, 15, 3, 3)
+    of a right hand, as flex, spread and twist through the joint ``frames`` (15, 3, 3) and
+    spread ``signs`` (15,), beyond the limits ``lo``/``hi`` (15, 3) degrees: mean squared
+    excess in units of 10 degrees."""
+    angles = anatomical_angles(local, frames, signs)
+    over = torch.relu(angles - hi) + torch.relu(lo - angles)
+    return (over / 10.0).pow(2).mean()
+
+
+def shape_term(betas: torch.Tensor) -> torch.Tensor:
+    """Shape prior: squared norm of the track's ``betas`` (10,) (standard deviations)."""
+    return (betas**2).sum()
+
+
+def ik_prior_term(rots: torch.Tensor, rots_ik: torch.Tensor) -> torch.Tensor:
+    """Pull towards the IK network's answer: squared Frobenius distance of the rotations
+    ``rots`` (T, 16, 3, 3) from ``rots_ik`` (T, 16, 3, 3), mean over frames and joints."""
+    return ((rots - rots_ik) ** 2).sum((-1, -2)).mean()
 
 
 def initial_translation(
@@ -223,7 +292,7 @@ class ManoFitter:
         size_px = torch.as_tensor(
             np.linalg.norm(np.ptp(uv, axis=1), axis=-1), dtype=torch.float32
         ).clamp_min(1.0)
-        mirror = torch.as_tensor(MIRROR, dtype=torch.float32)
+        mirror = torch.as_tensor(MIRROR_X, dtype=torch.float32)
         opt = torch.optim.Adam([rot6, betas, transl], lr=cfg.lr)
 
         def camera_keypoints():
@@ -234,23 +303,18 @@ class ManoFitter:
         reported = time.perf_counter()
         for step in range(cfg.iterations):
             r, cam = camera_keypoints()
-            centred = cam - cam.mean(dim=1, keepdim=True)
-            aligned = _scale_align(w3, centred.detach())
-            e3 = _robust(((centred - aligned) ** 2).sum(-1), cfg.robust_3d_m)
-            proj = cam @ k.T
-            proj = proj[..., :2] / proj[..., 2:3].clamp_min(1e-3)
-            e2 = _robust((((proj - uv_t) / size_px[:, None, None]) ** 2).sum(-1), cfg.robust_2d)
+            e_3d = keypoint_term(cam, w3, conf, cfg.robust_3d_m)
+            e_2d = reprojection_term(cam, uv_t, size_px, k, conf, cfg.robust_2d)
             local = r[:, 1:]
-            if side == "left":
+            if side == Side.LEFT:
                 local = mirror @ local @ mirror
-            ang = anatomical_angles(local, self.frames, self.signs)
-            over = torch.relu(ang - self.hi) + torch.relu(self.lo - ang)
+            e_limits = joint_limit_term(local, self.frames, self.signs, self.lo, self.hi)
             loss = (
-                cfg.w_3d * (conf * e3).sum() / (cfg.robust_3d_m**2 * conf.sum().clamp_min(1))
-                + cfg.w_2d * (conf * e2).sum() / (cfg.robust_2d**2 * conf.sum().clamp_min(1))
-                + cfg.w_limits * (over / 10.0).pow(2).mean()
-                + cfg.w_shape * (betas**2).sum()
-                + cfg.w_ik * ((r - r_ik) ** 2).sum((-1, -2)).mean()
+                cfg.w_3d * e_3d
+                + cfg.w_2d * e_2d
+                + cfg.w_limits * e_limits
+                + cfg.w_shape * shape_term(betas)
+                + cfg.w_ik * ik_prior_term(r, r_ik)
             )
             opt.zero_grad()
             loss.backward()
@@ -279,18 +343,50 @@ class ManoFitter:
         )
 
 
-def build_fitter(mano_dir: Path | None, backend: Backend, config: FitConfig | None = None):
-    """(fitter, hand model files) for the open model, or the user's MANO when ``mano_dir``."""
-    from handmocap.models.hand_model import ensure_open_hand_model
-    from handmocap.models.iknet_build import built_iknet, load_rig
+@dataclass(frozen=True)
+class FitAssets:
+    """The built files a fit reads: the hand model in MANO's layout (``hand_model``), the
+    WebXR hand whose joint frames the limits are written in (``webxr_hand``) and the IK
+    network (``iknet``, an ONNX file)."""
+
+    hand_model: HandModelFiles
+    webxr_hand: WebXRHandFiles
+    iknet: Path
+
+
+def fit_assets(mano_dir: Path | None) -> FitAssets:
+    """The files for a fit with the open model, or the user's MANO when ``mano_dir``.
+
+    Nothing is built here: as for the tracker's networks, a missing asset raises
+    :class:`~handmocap.errors.AssetError` naming it and the command that builds it
+    (``python3 build.py models``). The user's MANO files are converted (once, cached)."""
+    from handmocap.models.hand_model import built_open_hand_model
+    from handmocap.models.iknet_build import built_iknet
     from handmocap.models.mano_files import convert_mano_folder
-    from handmocap.models.webxr_asset import ensure_webxr_hand
+    from handmocap.models.webxr_asset import built_webxr_hand
+
+    files = convert_mano_folder(mano_dir) if mano_dir else built_open_hand_model()
+    return FitAssets(files, built_webxr_hand(), built_iknet().onnx)
+
+
+def load_fitter(assets: FitAssets, backend: Backend, config: FitConfig | None = None) -> ManoFitter:
+    """The fitter over ``assets``, its IK network on ``backend``."""
+    from handmocap.models.iknet_build import load_rig
     from handmocap.models.webxr_hand import load_webxr_hand
     from handmocap.retarget.joint_limits import spread_signs
 
-    files = convert_mano_folder(mano_dir) if mano_dir else ensure_open_hand_model()
-    rigs = {side: load_rig(files.folder, side) for side in ("left", "right")}
-    hand = load_webxr_hand(ensure_webxr_hand().right, "right")
-    ik = IKRegressor(built_iknet().onnx, backend)
+    files = assets.hand_model
+    rigs = {side: load_rig(files.folder, side) for side in BOTH}
+    hand = load_webxr_hand(assets.webxr_hand.right, Side.RIGHT)
+    ik = IKRegressor(assets.iknet, backend)
     signs = spread_signs(hand.rest_frames, hand.rest_positions)
-    return ManoFitter(ik, rigs, hand.rest_frames, signs, config), files
+    return ManoFitter(ik, rigs, hand.rest_frames, signs, config)
+
+
+def build_fitter(
+    mano_dir: Path | None, backend: Backend, config: FitConfig | None = None
+) -> tuple[ManoFitter, HandModelFiles]:
+    """(fitter, hand model files) for the open model, or the user's MANO when ``mano_dir``;
+    a missing asset fails fast (:func:`fit_assets`)."""
+    assets = fit_assets(mano_dir)
+    return load_fitter(assets, backend, config), assets.hand_model

@@ -17,11 +17,12 @@ from handmocap.atomic import atomic_output
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import project
 from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
+from handmocap.sides import Side
+from handmocap.take import FrameFlag, FrameRange, Take, Track
 
-from .take import FrameFlag, Take, Track
-from .video import FrameRange, VideoSource
+from .video import VideoSource
 
-_COLOURS = {"right": (60, 200, 255), "left": (255, 160, 60)}  # BGR: orange right, blue left
+_COLOURS = {Side.RIGHT: (60, 200, 255), Side.LEFT: (255, 160, 60)}  # BGR: orange right, blue left
 _MESH = (120, 255, 120)
 
 
@@ -31,10 +32,10 @@ def _mesh_vertices(track: Track, mano_dir: Path | None) -> tuple[np.ndarray, np.
         return None
     import torch
 
-    from handmocap.models.hand_model import HandModel, ensure_open_hand_model
+    from handmocap.models.hand_model import HandModel, built_open_hand_model
     from handmocap.models.mano_files import convert_mano_folder
 
-    files = convert_mano_folder(mano_dir) if mano_dir else ensure_open_hand_model()
+    files = convert_mano_folder(mano_dir) if mano_dir else built_open_hand_model()
     model = HandModel(files, track.handedness)
     pose = torch.as_tensor(track.mano_pose, dtype=torch.float32)
     betas = torch.as_tensor(np.tile(track.mano_betas, (len(track), 1)), dtype=torch.float32)
@@ -63,7 +64,7 @@ def write_overlay(video: Path, take: Take, path: Path, frames: FrameRange | None
     becomes a grey frame saying so, so the overlay keeps the video's timing."""
     source = VideoSource(video, frames, fps=fps, log_warnings=False)  # capture already warned
     info = source.info
-    k = np.asarray(take.header["intrinsics"])
+    k = take.header.intrinsics
     by_frame: dict[int, list[tuple[Track, int]]] = {}
     meshes = {}
     for tr in take.tracks:

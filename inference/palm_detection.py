@@ -1,20 +1,23 @@
 """BlazePalm detection: preprocess -> run -> postprocess, pre/post in pure numpy.
 
-The facts (ARCHITECTURE section 3): input 192x192 RGB in [0, 1], letterboxed; 2016 SSD
+The facts: input 192x192 RGB in [0, 1], letterboxed; 2016 SSD
 anchors (strides 8, 16, 16, 16; two anchors per cell and layer, fixed size 1); 18 values
 per anchor (box + 7 keypoints) decoded linearly ``raw / 192 * anchor_size + anchor_centre``;
 score = sigmoid(clip(raw, -100, 100)); weighted NMS at IoU 0.3. The hand region comes from
 palm keypoint 0 (wrist) -> 2 (middle finger knuckle) at 90 degrees, the box scaled 2.6,
-shifted -0.5 along the hand axis, squared.
+shifted -0.5 along the hand axis, squared. Where the stage sits in the pipeline:
+docs/architecture.md, "Data flow".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .backend import Backend, create_session
 from .geometry import Roi, hand_rotation, transform_rect
 
 INPUT_SIZE = 192
@@ -166,3 +169,42 @@ def postprocess(
     for box, kp, score in weighted_nms(boxes, kps, scores, config.nms_iou, config.max_palms):
         palms.append(Palm(lb.to_image(box.reshape(2, 2)).reshape(4), lb.to_image(kp), score))
     return palms
+
+
+class PalmDetector:
+    """The palm detection network: :meth:`preprocess` -> :meth:`run` -> :meth:`postprocess`.
+
+    Pre- and postprocessing are the pure-numpy functions of this module; :meth:`run` is the
+    one ONNX Runtime call, on the providers :func:`.backend.choose_backend` picked.
+    """
+
+    def __init__(self, model: Path, backend: Backend, config: PalmConfig | None = None,
+                 threads: int = 0):  # fmt: skip
+        """``model``: the ported ``palm_detection.onnx``; ``threads`` 0 = ORT's default."""
+        self.backend = backend
+        self.config = config or PalmConfig()
+        self.session = create_session(model, backend, threads)
+
+    @staticmethod
+    def preprocess(image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """(H, W, 3) uint8 RGB -> a (1, 192, 192, 3) float32 batch in [0, 1] (letterboxed)
+        and the transform from model-input pixels back to image pixels."""
+        x, box = letterbox(image_rgb)
+        return x[None], box
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(1, 192, 192, 3) float32 -> raw boxes (1, 2016, 18) and score logits (1, 2016, 1)."""
+        boxes, scores = self.session.run(None, {"image": batch})
+        return boxes, scores
+
+    def postprocess(self, raw_boxes: np.ndarray, raw_scores: np.ndarray,
+                    lb: Letterbox) -> list[Palm]:  # fmt: skip
+        """The batch's outputs (one image) -> palms in image pixels, best first."""
+        return postprocess(raw_boxes[0], raw_scores[0], lb, self.config)
+
+    def detect(self, image_rgb: np.ndarray) -> list[Palm]:
+        """(H, W, 3) uint8 RGB image -> its palms in image pixels, best first."""
+        batch, lb = self.preprocess(image_rgb)
+        return self.postprocess(*self.run(batch), lb)
+
+    __call__ = detect

@@ -19,12 +19,12 @@ import numpy as np
 
 from handmocap.errors import HandmocapError
 from handmocap.models.mediapipe_port import MediapipeModels, built_mediapipe_models
+from handmocap.take import FrameFlag
 
 from . import hand_landmarks as lm
 from . import palm_detection as pd
-from .backend import Backend, choose_backend, create_session
+from .backend import Backend, choose_backend
 from .geometry import Roi
-from .take import FrameFlag
 
 
 @dataclass(frozen=True)
@@ -56,28 +56,16 @@ class Observation:
     flag: FrameFlag
 
 
-class HandModels:
-    """The two ONNX sessions on the chosen backend, with batched run methods."""
-
-    def __init__(self, config: TrackerConfig, models: MediapipeModels | None = None):
-        self.backend: Backend = choose_backend(config.device)
-        models = models or built_mediapipe_models()
-        self.palm = create_session(models.palm_detection, self.backend, config.threads)
-        self.landmark = create_session(models.hand_landmark, self.backend, config.threads)
-        self.palm_config = pd.PalmConfig(
-            min_score=config.min_detection, max_palms=config.max_hands * 2
-        )
-
-    def detect(self, image_rgb: np.ndarray) -> list[pd.Palm]:
-        x, box = pd.letterbox(image_rgb)
-        boxes, scores = self.palm.run(None, {"image": x[None]})
-        return pd.postprocess(boxes[0], scores[0], box, self.palm_config)
-
-    def landmarks(self, image_rgb: np.ndarray, rois: list[Roi]) -> list[lm.HandLandmarks]:
-        if not rois:
-            return []
-        out = self.landmark.run(None, {"image": lm.preprocess(image_rgb, rois)})
-        return lm.postprocess(*out, rois)
+def build_models(
+    config: TrackerConfig, files: MediapipeModels | None = None
+) -> tuple[pd.PalmDetector, lm.HandLandmarker]:
+    """The two networks on the backend ``config.device`` chooses, from the built files
+    (missing files fail fast, naming the command that builds them)."""
+    backend = choose_backend(config.device)
+    files = files or built_mediapipe_models()
+    palm_config = pd.PalmConfig(min_score=config.min_detection, max_palms=config.max_hands * 2)
+    palm = pd.PalmDetector(files.palm_detection, backend, palm_config, config.threads)
+    return palm, lm.HandLandmarker(files.hand_landmark, backend, config.threads)
 
 
 def _overlaps(a: Roi, b: Roi, fraction: float = 0.5) -> bool:
@@ -94,11 +82,21 @@ def _landmark_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class HandTracker:
-    """Feed frames in order with :meth:`step`; it returns the hands seen in each."""
+    """Feed frames in order with :meth:`step`; it returns the hands seen in each.
 
-    def __init__(self, config: TrackerConfig, models: HandModels | None = None):
+    Composes the two networks (built from ``config`` unless given): ``palm`` finds hands,
+    ``landmarker`` follows them; ``backend`` is where they run.
+    """
+
+    def __init__(self, config: TrackerConfig, palm: pd.PalmDetector | None = None,
+                 landmarker: lm.HandLandmarker | None = None):  # fmt: skip
         self.config = config.validated()
-        self.models = models or HandModels(self.config)
+        if palm is None or landmarker is None:
+            built = build_models(self.config)
+            palm, landmarker = palm or built[0], landmarker or built[1]
+        self.palm = palm
+        self.landmarker = landmarker
+        self.backend: Backend = palm.backend
         self._tracks: dict[int, Roi] = {}
         self._next_id = 0
         self._since_detect = 0
@@ -116,7 +114,7 @@ class HandTracker:
         if not rois or (missing and (self._hunt > 0 or self._since_detect >= cfg.redetect_every)):
             self._since_detect = 0
             self.detector_runs += 1
-            for palm in self.models.detect(image_rgb):
+            for palm in self.palm.detect(image_rgb):
                 if len(rois) >= cfg.max_hands:
                     break
                 roi = palm.roi()
@@ -126,7 +124,7 @@ class HandTracker:
                 flags[self._next_id] = FrameFlag.DETECTED
                 self._next_id += 1
         ids = list(rois)
-        hands = self.models.landmarks(image_rgb, [rois[i] for i in ids])
+        hands = self.landmarker.estimate(image_rgb, [rois[i] for i in ids])
         kept = [(i, h) for i, h in zip(ids, hands, strict=True) if h.presence >= cfg.min_presence]
         kept = self._drop_duplicates(kept)
         kept = self._reidentify(kept, set(self._tracks), flags)

@@ -17,6 +17,7 @@ import numpy as np
 
 from handmocap.errors import AssetError
 from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE
+from handmocap.sides import BOTH, Side
 
 from .open_hand_model import MANO_TIP_VERTEX_IDS, MODEL_ID, build_right_hand, mirror
 from .webxr_asset import cache_root, ensure_webxr_hand
@@ -33,16 +34,37 @@ class HandModelFiles:
     model_id: str
 
 
-def ensure_open_hand_model() -> HandModelFiles:
-    """Build (once, cached by the builder's source) the open hand model files."""
+def _open_hand_folder() -> Path:
+    """Where the open hand model is cached, keyed by its builder's source."""
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in _OPEN_SOURCES:
         digest.update((root.parent / name).read_bytes())
-    folder = cache_root() / "models" / f"open-hand-{digest.hexdigest()[:12]}"
-    if not all((folder / f"MANO_{s}.npz").is_file() for s in ("RIGHT", "LEFT")):
+    return cache_root() / "models" / f"open-hand-{digest.hexdigest()[:12]}"
+
+
+def _is_built(folder: Path) -> bool:
+    return all((folder / f"MANO_{s}.npz").is_file() for s in ("RIGHT", "LEFT"))
+
+
+def built_open_hand_model() -> HandModelFiles:
+    """The built open hand model files, never building them (the policy at capture time):
+    missing files raise :class:`AssetError` naming them and the build command."""
+    folder = _open_hand_folder()
+    if not _is_built(folder):
+        raise AssetError(
+            f"the open hand model is not built ({folder} lacks MANO_RIGHT.npz or "
+            "MANO_LEFT.npz): run 'python3 build.py models'"
+        )
+    return HandModelFiles(folder, MODEL_ID)
+
+
+def ensure_open_hand_model() -> HandModelFiles:
+    """Build (once, cached by the builder's source) the open hand model files."""
+    folder = _open_hand_folder()
+    if not _is_built(folder):
         files = ensure_webxr_hand()
-        right = build_right_hand(load_webxr_hand(files.right, "right"))
+        right = build_right_hand(load_webxr_hand(files.right, Side.RIGHT))
         right.save(folder)
         mirror(right).save(folder)
         (folder / "model.json").write_text(json.dumps({"model_id": MODEL_ID}))
@@ -58,11 +80,11 @@ class HandModel:
     The wrist lands at ``rest_wrist(betas) + transl`` (smplx rotates about the rest wrist).
     """
 
-    def __init__(self, files: HandModelFiles, side: str):
+    def __init__(self, files: HandModelFiles, side: Side):
         import smplx
         import torch
 
-        if side not in ("left", "right"):
+        if side not in BOTH:
             raise AssetError(f"side must be 'left' or 'right', got {side!r}")
         self.side = side
         self.model_id = files.model_id
@@ -75,9 +97,9 @@ class HandModel:
         self.order = torch.tensor(MANO21_FOR_MEDIAPIPE, dtype=torch.long)
 
     @staticmethod
-    def _load(smplx, files: HandModelFiles, side: str):
+    def _load(smplx, files: HandModelFiles, side: Side):
         return smplx.MANO(
-            str(files.folder), is_rhand=side == "right", ext="npz", use_pca=False,
+            str(files.folder), is_rhand=side == Side.RIGHT, ext="npz", use_pca=False,
             flat_hand_mean=True, num_betas=10,
         )  # fmt: skip
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from handmocap.errors import AssetError
+from handmocap.sides import Side
 
 from .hand_model import ensure_open_hand_model
 from .iknet import N_FEATURES, KeypointRig, TrainingConfig, train
+from .open_hand_model import MANO_TIP_VERTEX_IDS
 from .webxr_asset import cache_root, ensure_webxr_hand
 from .webxr_hand import load_webxr_hand
 
@@ -34,11 +36,11 @@ class IKNetFiles:
     manifest: dict
 
 
-def load_rig(folder: Path, side: str) -> KeypointRig:
+def load_rig(folder: Path, side: Side) -> KeypointRig:
     path = folder / f"MANO_{side.upper()}.npz"
     try:
         with np.load(path, allow_pickle=False) as m:
-            tips = m["tip_vertex_ids"] if "tip_vertex_ids" in m.files else (744, 320, 443, 554, 671)
+            tips = m["tip_vertex_ids"] if "tip_vertex_ids" in m.files else MANO_TIP_VERTEX_IDS
             arrays = (m["v_template"], m["shapedirs"], m["J_regressor"])
             return KeypointRig.from_model_arrays(*arrays, tips)
     except (OSError, KeyError, ValueError) as err:
@@ -72,8 +74,8 @@ def ensure_iknet(cfg: TrainingConfig | None = None, log=print) -> IKNetFiles:
     folder = cache_root() / "models" / f"iknet-{_key(cfg)}"
     folder.mkdir(parents=True, exist_ok=True)
     hand_files = ensure_open_hand_model()
-    rig = load_rig(hand_files.folder, "right")
-    hand = load_webxr_hand(ensure_webxr_hand().right, "right")
+    rig = load_rig(hand_files.folder, Side.RIGHT)
+    hand = load_webxr_hand(ensure_webxr_hand().right, Side.RIGHT)
     torch.set_num_threads(2)
     log(f"[handmocap] models: training the IK network ({cfg.steps} steps, a few minutes)")
     started = time.perf_counter()

@@ -27,8 +27,10 @@ import numpy as np
 
 from handmocap.atomic import atomic_output
 from handmocap.errors import AssetError
+from handmocap.sides import Side
 
 from .hand_model import HandModelFiles
+from .open_hand_model import MANO_TIP_VERTEX_IDS
 from .safe_pickle import (
     CorruptPickle,
     RecordError,
@@ -53,7 +55,6 @@ _MANO_SHAPES = {
     "hands_mean": (45,),
 }
 _INT_FIELDS = ("f", "kintree_table")
-MANO_TIP_IDS = (744, 320, 443, 554, 671)
 
 # Sanity bounds, checked before anything is allocated. A real MANO file is about 4 MB and
 # its largest array 2.5 MB; a file declaring more than these is damaged or crafted.
@@ -164,7 +165,7 @@ def convert_mano_folder(folder: Path) -> HandModelFiles:
     folder = Path(folder)
     if not folder.is_dir():
         raise AssetError(f"the MANO folder {folder} does not exist")
-    paths = {side: folder / f"MANO_{side.upper()}.pkl" for side in ("right", "left")}
+    paths = {side: folder / f"MANO_{side.upper()}.pkl" for side in (Side.RIGHT, Side.LEFT)}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
         raise AssetError(
@@ -172,18 +173,18 @@ def convert_mano_folder(folder: Path) -> HandModelFiles:
             "MANO_RIGHT.pkl and MANO_LEFT.pkl from the MANO download (mano_v1_2/models)"
         )
     raw = {side: _read_model_file(p) for side, p in paths.items()}
-    digest = hashlib.sha256(raw["right"] + raw["left"]).hexdigest()[:12]
+    digest = hashlib.sha256(raw[Side.RIGHT] + raw[Side.LEFT]).hexdigest()[:12]
     model_id = f"mano-{digest}"
     out = cache_root() / "models" / f"{model_id}-v{_CACHE_VERSION}"
     if all((out / f"MANO_{s}.npz").is_file() for s in ("RIGHT", "LEFT")):
         return HandModelFiles(out, model_id)
     models = {side: parse_mano_pkl(raw[side], paths[side]) for side in paths}
-    fix_left_shapedirs(models["left"], models["right"])
+    fix_left_shapedirs(models[Side.LEFT], models[Side.RIGHT])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise AssetError(f"cannot create the cache folder {out}: {err.strerror or err}") from err
     for side, arrays in models.items():
         with atomic_output(out / f"MANO_{side.upper()}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays, tip_vertex_ids=np.array(MANO_TIP_IDS))
+            np.savez(fh, **arrays, tip_vertex_ids=np.array(MANO_TIP_VERTEX_IDS))
     return HandModelFiles(out, model_id)

@@ -15,7 +15,7 @@ from handmocap.models.iknet import PoseSampler, fk
 from handmocap.retarget.camera import intrinsics_from_fov, project
 from handmocap.retarget.hand_skeleton import WEBXR_FOR_MANO
 from handmocap.retarget.joint_limits import angles_to_local_rotations, limits_array, spread_signs
-from handmocap.retarget.rotations import angle_between, axis_angle_to_matrix
+from handmocap.retarget.rotations import angle_between, axis_angle_to_matrix, mirror_rotations
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +67,9 @@ def test_round_trip_recovers_rotations_within_2_degrees(fitter, hands):
 def test_left_hands_fit_as_mirrored_right_hands(fitter, hands):
     sampler = PoseSampler(hands["right"], seed=5)
     rots, _ = sampler.sample(12)
-    m = np.diag([-1.0, 1.0, 1.0])
     base = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     rots[:, 0] = base
-    rots_left = m @ rots @ m
+    rots_left = mirror_rotations(rots)
     k = intrinsics_from_fov(640, 480, 60.0)
     wrist = np.tile([0.0, 0.05, 0.5], (12, 1))
     cam, uv, rel_depth = _observe(fitter.rigs["left"], rots_left, np.zeros((12, 10)), wrist, k)
@@ -121,14 +120,14 @@ def test_capture_fills_the_mano_fields_and_draws_the_mesh(tmp_path):
     from bench.synth.cache import cached_clip
     from bench.synth.ground_truth import load_ground_truth
     from handmocap.inference.capture import CaptureConfig, capture
-    from handmocap.inference.take import load_take
+    from handmocap.take import load_take
 
     mp4, npz = cached_clip("demo")
     gt = load_ground_truth(npz)
     overlay = tmp_path / "overlay.mp4"
     result = capture(mp4, CaptureConfig(fov_deg=gt.header["spec"]["fov_deg"]), overlay=overlay)
     take = load_take(result.take.save(tmp_path / "take.npz"))
-    assert take.header["hand_model"].startswith("handmocap-open-hand")
+    assert take.header.hand_model.startswith("handmocap-open-hand")
     (track,) = take.tracks
     assert track.mano_pose.shape == (48, 16, 3) and track.mano_betas.shape == (10,)
     # The take carries the skeleton its rotations turn: posing the rest keypoints with the
@@ -136,7 +135,7 @@ def test_capture_fills_the_mano_fields_and_draws_the_mesh(tmp_path):
     np.testing.assert_allclose(track.rest_keypoints[0], 0.0, atol=1e-9)
     np.testing.assert_allclose(_pose_rest(track), track.keypoints_3d, atol=1e-4)
     # The fitted keypoints project onto the detected 2D keypoints (median within 4% of the hand).
-    uv = project(track.keypoints_3d.astype(np.float64), np.array(take.header["intrinsics"]))
+    uv = project(track.keypoints_3d.astype(np.float64), take.header.intrinsics)
     size = np.linalg.norm(np.ptp(track.keypoints_2d, axis=1), axis=-1)
     assert np.median(np.linalg.norm(uv - track.keypoints_2d, axis=-1) / size[:, None]) < 0.04
     cap = cv2.VideoCapture(str(overlay))
@@ -160,6 +159,45 @@ def test_a_bad_mano_folder_is_refused_before_any_work(tmp_path):
                "-o", str(tmp_path / "t.npz"), "--mano-dir", str(folder)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_missing_fit_asset_fails_fast_naming_the_build_command(tmp_path, monkeypatch):
+    """Capture never builds an asset (no npm, no training): a missing one is a clear error
+    naming the command that builds it, raised before the first frame is tracked."""
+    import cv2
+
+    from handmocap.errors import AssetError
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.mano_fit import fit_assets
+    from handmocap.inference.tracker import HandTracker, TrackerConfig
+    from handmocap.models import webxr_asset
+    from handmocap.models.hand_model import built_open_hand_model
+
+    tracker = HandTracker(TrackerConfig(device="cpu"))  # its networks from the real cache
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 64))
+    for _ in range(3):
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+    empty = tmp_path / "empty-cache"
+    monkeypatch.setenv("HANDMOCAP_CACHE", str(empty))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("capture ran npm")
+
+    monkeypatch.setattr(webxr_asset, "_npm_pack", no_download)
+    with pytest.raises(AssetError, match=r"open hand model is not built.*python3 build\.py models"):
+        built_open_hand_model()
+    with pytest.raises(AssetError, match=r"WebXR hand .*python3 build\.py models"):
+        webxr_asset.built_webxr_hand()
+    with pytest.raises(AssetError, match=r"open hand model.*python3 build\.py models"):
+        fit_assets(None)
+    steps = []
+    monkeypatch.setattr(tracker, "step", lambda rgb: steps.append(rgb) or [])
+    with pytest.raises(AssetError, match=r"open hand model.*python3 build\.py models"):
+        capture(video, CaptureConfig(), tracker=tracker)
+    assert not steps  # refused before the first frame was tracked
+    assert not empty.exists()  # and nothing was built
 
 
 def test_ik_training_is_deterministic(hands):
