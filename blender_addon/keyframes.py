@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Write solved bone rotations as an Action, many keys per call (ARCHITECTURE section 4).
+"""Write solved bone rotations as an Action, many keys per call (docs/architecture.md,
+"Keys in Blender").
 
 Every F-curve is filled with ``keyframe_points.add(n)`` and ``foreach_set``, never a
 per-frame ``keyframe_insert`` loop. Works with the slotted Actions of Blender 4.4+ (and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from handmocap.errors import CurveError, HandmocapError
 from handmocap.retarget.solver import BonePoses
 
 # Feature tests on RNA properties: ``hasattr(bpy.types.Action, "slots")`` is False even
@@ -66,12 +68,19 @@ class ActionWriter:
 
     def bone_curves(self, poses: BonePoses, frames: np.ndarray) -> None:
         """Quaternion (and location) curves of every solved bone, keyed at ``frames`` (T,).
-        Pose bones are switched to quaternion rotation."""
+        Pose bones are switched to quaternion rotation. Raises CurveError when ``frames``
+        does not match the poses, HandmocapError when a bone is gone from the armature."""
         frames = np.asarray(frames, dtype=np.float64)
         if frames.shape != (poses.rotations.shape[0],):
-            raise ValueError(f"{len(frames)} frames for {poses.rotations.shape[0]} solved poses")
+            raise CurveError(f"cannot key {poses.rotations.shape[0]} solved poses at "
+                             f"{frames.size} scene frames: they must match one to one")  # fmt: skip
         for k, bone in enumerate(poses.bone_names):
-            pb = self.obj.pose.bones[bone]
+            pb = self.obj.pose.bones.get(bone)
+            if pb is None:
+                raise HandmocapError(
+                    f"{self.obj.name} has no bone {bone!r} any more (renamed or deleted since "
+                    "the mapping was made): check the Rig panel's mapping and capture again"
+                )
             pb.rotation_mode = "QUATERNION"
             path = pb.path_from_id("rotation_quaternion")
             for c in range(4):
@@ -115,9 +124,10 @@ def get_keys(fc: bpy.types.FCurve) -> tuple[np.ndarray, np.ndarray]:
     return co[0::2].astype(np.float64), co[1::2].astype(np.float64)
 
 
-def action_fcurves(action: bpy.types.Action, obj: bpy.types.Object | None = None):
-    """The F-curves of an action (its first channelbag on 4.4+, for ``obj``'s slot if
-    given)."""
+def action_fcurves(action: bpy.types.Action):
+    """The F-curves of an action written by :class:`ActionWriter`: ``action.fcurves`` on
+    4.2/4.3; on 4.4+ those of its first channelbag, which holds them all, since the writer
+    gives each action one slot, one layer and one strip."""
     if not HAS_SLOTS:
         return action.fcurves
     for layer in action.layers:

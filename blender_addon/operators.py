@@ -11,12 +11,13 @@ from pathlib import Path
 import bpy
 from bpy.props import StringProperty
 
-from handmocap.errors import HandmocapError
+from handmocap.errors import CurveError, HandmocapError
 from handmocap.retarget.bone_names import ROLES
 from handmocap.retarget.rig_profiles import mapping_from_json, mapping_to_json
+from handmocap.retarget.timeline import FrameMap
 
 from . import cleanup
-from .apply_take import AnimationSnapshot
+from .apply_take import AnimationSnapshot, scene_fps
 from .armature_io import detect_armature
 from .capture_op import (
     CaptureOperatorBase,
@@ -48,11 +49,21 @@ def _fill_editor(settings, mapping) -> None:
     settings.use_custom_mapping = True
 
 
+def _with_advice(err: Exception) -> Exception:
+    """``err``, or for a CurveError (the curve maths refusing the keys it read off the
+    armature: a NaN typed in, a damaged action) a HandmocapError that says what to do."""
+    if isinstance(err, CurveError):
+        return HandmocapError(f"the hand's keys cannot be worked on ({err}): undo the edit "
+                              "that damaged them, or capture the range again")  # fmt: skip
+    return err
+
+
 class _Reporting:
-    """Run ``self.run(context)`` and report one line. A HandmocapError becomes one error
-    line; any other exception (a ValueError from the curve maths, an OSError) too, its
-    traceback printed to the console for a bug report. Operators with
-    ``changes_animation`` snapshot the target armature first and put it back on failure."""
+    """Run ``self.run(context)`` and report one line. A HandmocapError (a CurveError from
+    the curve maths with what to do added) becomes one error line; any other exception (an
+    OSError, a bug) too, its traceback printed to the console for a bug report. Operators
+    with ``changes_animation`` snapshot the target armature first and put it back on
+    failure."""
 
     changes_animation = False
 
@@ -66,7 +77,7 @@ class _Reporting:
             message = self.run(context)
         except Exception as err:
             rollback(snapshot)
-            report_failure(self, err)
+            report_failure(self, _with_advice(err))
             return {"CANCELLED"}
         self.report({"INFO"}, message)
         return {"FINISHED"}
@@ -83,8 +94,7 @@ class HM_OT_mapping_from_rig(_Reporting, bpy.types.Operator):
     def run(self, context) -> str:
         settings = _settings(context)
         obj = _target(context)
-        side = None if settings.one_hand_side == "AUTO" else settings.one_hand_side.lower()
-        mapping = detect_armature(obj, side)
+        mapping = detect_armature(obj, settings.rig_side())
         _fill_editor(settings, mapping)
         return mapping.report().replace("\n", " ")
 
@@ -225,18 +235,16 @@ class HM_OT_recapture_range(CaptureOperatorBase, bpy.types.Operator):
         if not actions:
             raise HandmocapError(f"{obj.name} has no captured hands; capture first")
         s = _settings(context)
-        first = next(iter(actions.values()))
-        scene_start = int(first.get("hm_scene_start", s.scene_start))
-        fps = context.scene.render.fps / context.scene.render.fps_base
-        video_fps = float(first.get("hm_video_fps", fps))
-        video_first = int(first.get("hm_video_start", s.frame_start))
-        start = video_first + round((s.range_start - scene_start) * video_fps / fps)
-        end = video_first + round((s.range_end - scene_start) * video_fps / fps) + 1
-        if start < 0 or end <= start:
-            raise HandmocapError(f"frames {s.range_start}-{s.range_end} are outside the capture")
+        first = next(iter(actions.values()))  # the frame map apply_take stored on it
+        fps = scene_fps(context.scene)
+        frame_map = FrameMap(
+            scene_start=int(first.get("hm_scene_start", s.scene_start)), scene_fps=fps,
+            video_start=int(first.get("hm_video_start", s.frame_start)),
+            video_fps=float(first.get("hm_video_fps", fps)),
+        )  # fmt: skip
+        video_range = frame_map.video_range(s.range_start, s.range_end)
         self._replace = (s.range_start, s.range_end, dict(actions))
-        return CaptureSession(context, video_range=(start, end),
-                              scene_start=s.range_start)  # fmt: skip
+        return CaptureSession(context, video_range=video_range, scene_start=s.range_start)
 
     def after_apply(self, context) -> None:
         a, b, old = self._replace

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import bpy
 
-from handmocap.errors import HandmocapError
-
 from .preferences import EngineCheck
+from .rig_status import rig_fingerprint, rig_status
 
 
 class _HandMocapPanel:
@@ -54,6 +55,19 @@ class HM_PT_capture(_HandMocapPanel, bpy.types.Panel):
         row.operator("handmocap.capture", icon="REC")
 
 
+def _rig_fingerprint(obj: bpy.types.Object, s) -> tuple:
+    """What rig detection reads from ``obj`` and the panel settings ``s``, as a cheap key
+    (see :func:`rig_fingerprint`): the custom mapping's rows when it is on, else the hand
+    chosen for a one-hand rig."""
+    if s.use_custom_mapping:
+        mapping = "custom " + json.dumps([(r.side, r.role, r.bone) for r in s.mapping])
+    else:
+        mapping = "detected " + s.one_hand_side
+    data = obj.data if obj.type == "ARMATURE" else None
+    bones = [b.name for b in data.bones] if data is not None else []
+    return rig_fingerprint(obj.name, data.name if data is not None else "", bones, mapping)
+
+
 class HM_PT_rig(_HandMocapPanel, bpy.types.Panel):
     bl_idname = "HM_PT_rig"
     bl_label = "Rig"
@@ -70,14 +84,13 @@ class HM_PT_rig(_HandMocapPanel, bpy.types.Panel):
             layout.label(text="Choose an armature above", icon="INFO")
             return
         layout.prop(s, "one_hand_side")
-        try:
-            for line in resolve_mapping(obj, s).report().splitlines():
-                layout.label(text=line.strip())
-        except HandmocapError as err:
-            col = layout.column()
-            col.alert = True
-            for piece in str(err).split(". "):
-                col.label(text=piece)
+        status = rig_status(_rig_fingerprint(obj, s), lambda: resolve_mapping(obj, s).report())
+        lines = layout
+        if status.error:
+            lines = layout.column()
+            lines.alert = True
+        for line in status.lines:
+            lines.label(text=line)
         row = layout.row(align=True)
         row.operator("handmocap.mapping_from_rig", icon="BONE_DATA")
         row.operator("handmocap.mapping_load", icon="FILEBROWSER")

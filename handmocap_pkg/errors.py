@@ -7,3 +7,10 @@ class HandmocapError(Exception):
 
 class AssetError(HandmocapError):
     """A third-party asset (hand mesh, model weights) is missing, corrupt or unobtainable."""
+
+
+class CurveError(HandmocapError, ValueError):
+    """Keys or rotations the curve maths cannot work on (a NaN, a zero quaternion, frames
+    out of order, a wrong shape). ``str(err)`` names the array and the problem; the caller
+    that knows where the data came from adds what to do. A ValueError too, as a bad
+    argument to numpy-style code is."""

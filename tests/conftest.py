@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from fake_chumpy import chumpy_module  # noqa: F401 (a fixture the MANO file tests use)
 
 from handmocap.models.webxr_asset import WebXRHandFiles, ensure_webxr_hand
 from handmocap.models.webxr_hand import WebXRHand, load_webxr_hand
@@ -42,9 +43,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """bpy 4.5.15 can hang at interpreter exit (after Rigify generation, or with Rigify
-    enabled once torch is loaded; ARCHITECTURE section 7). The tests avoid both, and this is
-    the safety net: with bpy loaded, leave at once with pytest's own exit code, after every
-    report has been written."""
+    enabled once torch is loaded; docs/architecture.md, "Environment facts"). The tests avoid
+    both, and this is the safety net: with bpy loaded, leave at once with pytest's own exit
+    code, after every report has been written."""
     import os
     import sys
 

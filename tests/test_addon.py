@@ -193,8 +193,8 @@ def test_crafted_takes_are_refused_and_takes_stay_private(extension_zip, tmp_pat
     report line naming the problem and no traceback; actions and pose are as before (the
     pose finite) and the take file is deleted. 21 quick captures leave 21 distinct take
     files in a private folder (not the shared temp folder); a cancelled capture leaves no
-    file; a cleanup tool failing half-way (a ValueError from the curve maths) is one line
-    and every key is put back."""
+    file; a cleanup tool failing half-way (the curve maths refusing a NaN key) is one line
+    that says what to do, and every key is put back."""
     import numpy as np
 
     from handmocap.retarget.mano_rest import default_rest_keypoints
@@ -291,3 +291,6 @@ def test_crafted_takes_are_refused_and_takes_stay_private(extension_zip, tmp_pat
     assert smooth == {"status": ["CANCELLED"], "keys_unchanged": True, "unchanged": True}, smooth
     section = output.split("SCENARIO smooth_nan\n")[1].split("END smooth_nan\n")[0]
     assert section.count("report: ") == 1, section[-2000:]
+    # a user's damaged key, not a bug: the line names it and says what to do
+    (line,) = [x for x in section.splitlines() if x.startswith("report: ")]
+    assert "NaN" in line and "undo" in line and "bug" not in line, line

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse
+from fake_chumpy import Ch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.core.multiarray import _reconstruct
@@ -28,23 +28,6 @@ from handmocap.models import mano_files
 from handmocap.models.mano_files import convert_mano_folder, parse_mano_pkl, read_mano_pkl
 
 DAMAGED = "this file is damaged or not an official MANO file"
-
-
-class _FakeCh:
-    """Pickles like chumpy.ch.Ch: an object whose state holds the array under 'x'."""
-
-    def __init__(self, x):
-        self.x = x
-
-
-@pytest.fixture
-def chumpy_module(monkeypatch):
-    ch = types.ModuleType("chumpy.ch")
-    _FakeCh.__module__ = "chumpy.ch"
-    _FakeCh.__qualname__ = "Ch"
-    ch.Ch = _FakeCh
-    monkeypatch.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
-    monkeypatch.setitem(sys.modules, "chumpy.ch", ch)
 
 
 class _ForgedArray:
@@ -254,12 +237,12 @@ def test_chumpy_wrapped_field_is_checked_too(tmp_path, chumpy_module):
     model = _valid()
     shapedirs = model["shapedirs"].copy()
     shapedirs[0, 0, 0] = np.inf
-    model["shapedirs"] = _FakeCh(shapedirs)
+    model["shapedirs"] = Ch(shapedirs)
     path = tmp_path / "MANO_LEFT.pkl"
     path.write_bytes(_pkl(model))
     with pytest.raises(AssetError, match=r"MANO_LEFT\.pkl: shapedirs holds 1 non-finite"):
         read_mano_pkl(path)
-    model["shapedirs"] = _FakeCh(_ForgedArray((778, 3, 10), "f8", b"\0" * 8))
+    model["shapedirs"] = Ch(_ForgedArray((778, 3, 10), "f8", b"\0" * 8))
     path.write_bytes(_pkl(model))
     with pytest.raises(AssetError, match=r"shapedirs declares shape \(778, 3, 10\) of float64"):
         read_mano_pkl(path)

@@ -2,35 +2,15 @@
 (MANO is licence-restricted: no real file is ever used here)."""
 
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
 import scipy.sparse
+from fake_chumpy import Ch
 
 from handmocap.errors import AssetError
 from handmocap.models.hand_model import HandModel
 from handmocap.models.mano_files import convert_mano_folder, fix_left_shapedirs, read_mano_pkl
-
-
-class _FakeCh:
-    """Pickles like chumpy.ch.Ch: an object whose state holds the array under 'x'."""
-
-    def __init__(self, x):
-        self.x = x
-        self.dterms = ("a", "b")
-
-
-@pytest.fixture
-def chumpy_module(monkeypatch):
-    ch = types.ModuleType("chumpy.ch")
-    _FakeCh.__module__ = "chumpy.ch"
-    _FakeCh.__qualname__ = "Ch"
-    ch.Ch = _FakeCh
-    monkeypatch.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
-    monkeypatch.setitem(sys.modules, "chumpy.ch", ch)
-    return ch
 
 
 def _mano_like(rng, left=False):
@@ -46,8 +26,8 @@ def _mano_like(rng, left=False):
         "kintree_table": np.array(
             [[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], list(range(16))]
         ),
-        "shapedirs": _FakeCh(shapedirs),
-        "posedirs": _FakeCh(np.zeros((778, 3, 135))),
+        "shapedirs": Ch(shapedirs),
+        "posedirs": Ch(np.zeros((778, 3, 135))),
         "hands_components": np.eye(45),
         "hands_mean": np.zeros(45),
         "bs_style": "lbs",
@@ -74,7 +54,7 @@ def test_converts_once_and_loads_through_smplx(tmp_path, chumpy_module, monkeypa
     rng = np.random.default_rng(1)
     right = _mano_like(rng)
     left = _mano_like(rng)
-    left["shapedirs"] = _FakeCh(right["shapedirs"].x.copy())  # the known unmirrored-x defect
+    left["shapedirs"] = Ch(right["shapedirs"].x.copy())  # the known unmirrored-x defect
     folder = tmp_path / "mano"
     folder.mkdir()
     _write(folder / "MANO_RIGHT.pkl", right, 2)

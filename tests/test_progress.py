@@ -24,7 +24,7 @@ from handmocap.inference import capture as capture_mod
 from handmocap.inference import mano_fit
 from handmocap.inference import progress as progress_mod
 from handmocap.inference.progress import BarProgress, JsonlProgress, NoProgress, StageClock
-from handmocap.inference.take import Track
+from handmocap.take import Track
 
 ROOT = Path(__file__).resolve().parents[1]
 
