@@ -288,9 +288,11 @@ def cmd_bench(extra: Sequence[str] = ()) -> int:
 
 
 def cmd_demo(extra: Sequence[str] = ()) -> int:
-    """Setup + models, then render the demo clip into out/demo."""
+    """Setup + models, then the demo end to end into out/demo: render the demo clip (with
+    its ground truth), capture it with the engine (a take and an overlay video), key the take
+    onto a rigged hand in Blender, and save that as a .blend and FBX."""
     cmd_models()
-    say("demo: rendering the demo clip into out/demo")
+    say("demo: render, capture and key the demo clip into out/demo")
     run("demo", [VENV_PY, "-m", "bench.demo", "--out", "out/demo"])
     say(f"demo: done; outputs are under {OUT / 'demo'}")
     return 0
@@ -300,9 +302,14 @@ ADDON_SOURCES = ("*.py", "blender_manifest.toml")
 
 
 def build_addon(dest: Path = DIST) -> Path:
-    """The Blender extension zip: the add-on's files, the handmocap wheel it bundles (the
-    pure-Python maths and take reader), and the engine interpreter to default to. Built
-    with the extension builder that ships in the bpy wheel."""
+    """The Blender extension zip: the add-on's files, the handmocap wheel it bundles, and the
+    engine interpreter to default to. Built with the extension builder that ships in the bpy
+    wheel.
+
+    The wheel is the whole handmocap distribution, inference/ and models/ included. Blender's
+    Python imports only its numpy parts (handmocap, handmocap.take, handmocap.retarget); the
+    engine runs as a child process of its own interpreter, where handmocap is installed with
+    its dependencies (by default the one recorded in ``engine_defaults.json``)."""
     staging = ROOT / "build" / "addon"
     if staging.exists():
         shutil.rmtree(staging)

@@ -1,9 +1,10 @@
 """A generated Rigify human rig as a .blend, for tests and the demo.
 
-Rigify generation leaves bpy 4.5.15 hanging at interpreter exit (ARCHITECTURE section 7),
-so it runs in a child process that saves the file and leaves with ``os._exit``. Rigify must
-be enabled with ``default_set=True``: without it its registration fails and generation
-raises ``'RigifyParameters' object has no attribute 'make_custom_pivot'``.
+Rigify generation leaves bpy 4.5.15 hanging at interpreter exit (docs/architecture.md,
+"Environment facts"), so it runs in a child process that saves the file and leaves with
+``os._exit``. Rigify must be enabled with ``default_set=True``: without it its registration
+fails and generation raises ``'RigifyParameters' object has no attribute
+'make_custom_pivot'``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The capture engine: video -> hand detection -> landmarks -> two-hand de-occlusion ->
-MANO fit -> motion prior -> Take. Installed as ``handmocap.inference``.
+"""The capture engine: video -> hand detection -> landmarks -> tracks -> MANO fit -> Take
+(two-hand de-occlusion and the motion prior are planned: issues 12 and 11). Installed as
+``handmocap.inference``; start reading at :func:`.capture.capture`.
 
-See ARCHITECTURE section 3 for the stages; each model stage is preprocess -> run ->
+The stages: docs/architecture.md, "Data flow". Each model stage is preprocess -> run ->
 postprocess with pure-numpy pre/post parts.
 """

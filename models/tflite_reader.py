@@ -1,7 +1,8 @@
 """Read a TFLite flatbuffer into plain data: tensors, constant weights and an op list.
 
 Only what MediaPipe's palm detector and hand landmark model use is supported (the op set
-is listed in ARCHITECTURE section 6); anything else is a clear error naming the op.
+is :data:`SUPPORTED_OPS`; docs/architecture.md, "Models and assets"); anything else is a
+clear error naming the op.
 FLOAT16 weights behind DEQUANTIZE ops are folded to float32 constants here, so the op
 list that comes out has no DEQUANTIZE.
 """
