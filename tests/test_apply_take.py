@@ -503,7 +503,7 @@ def test_the_rig_panel_detects_once_and_again_after_a_bone_rename(monkeypatch):
 
     obj = _two_hand_rig()
     settings = SimpleNamespace(target=obj, one_hand_side="AUTO", use_custom_mapping=False,
-                               mapping=[])  # fmt: skip
+                               mapping=[], rig_side=lambda: None)  # fmt: skip
     panel, context = SimpleNamespace(layout=Layout()), SimpleNamespace(scene=SimpleNamespace(
         handmocap=settings))  # fmt: skip
     HM_PT_rig.draw(panel, context)
