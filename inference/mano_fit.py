@@ -2,11 +2,11 @@
 
 Two stages, both batched over all frames of a track (no Python loop over frames):
 
-1. **IK network** (ONNX): world landmarks -> 16 rotations + shape, per frame. Trained on
+1. **IK network** (ONNX): lifted 3D keypoints (below) -> 16 rotations + shape, per frame. Trained on
    right hands; left hands are mirrored in (x -> -x) and out (axis-angle y, z negated),
    which is exact because the open left hand is the mirror of the right.
 2. **Refinement** (torch, Adam): rotations per frame (6D), translation per frame, one shape
-   per track, fitted to the world landmarks and the 2D keypoints through the camera
+   per track, fitted to the lifted 3D keypoints and the 2D keypoints through the camera
    intrinsics, robustly and weighted by keypoint confidence, with anatomical joint limits,
    a shape prior and a pull towards the IK solution.
 
