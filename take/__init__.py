@@ -8,9 +8,11 @@ checks; :mod:`.reader` the defensive reader. The names below are the public API.
 from .format import (
     FORMAT,
     FPS_RANGE,
+    FRAME_FIT_FIELDS,
     MAX_FRAME_INDEX,
     MAX_TAKE_BYTES,
     MAX_TRACK_FRAMES,
+    READABLE_VERSIONS,
     TRACK_SHAPES,
     VERSION,
     EngineFacts,
@@ -26,9 +28,11 @@ from .reader import load_take
 __all__ = [
     "FORMAT",
     "FPS_RANGE",
+    "FRAME_FIT_FIELDS",
     "MAX_FRAME_INDEX",
     "MAX_TAKE_BYTES",
     "MAX_TRACK_FRAMES",
+    "READABLE_VERSIONS",
     "TRACK_SHAPES",
     "VERSION",
     "EngineFacts",

@@ -21,6 +21,7 @@ from handmocap.sides import Side
 from .format import (
     FORMAT,
     FPS_RANGE,
+    FRAME_FIT_FIELDS,
     INTEGER_DTYPES,
     KNOWN_FLAGS,
     MAX_FRAME_INDEX,
@@ -30,9 +31,9 @@ from .format import (
     MAX_TRACK_FRAMES,
     MAX_TRACKS,
     OPTIONAL_FIELDS,
+    READABLE_VERSIONS,
     TRACK_SHAPES,
     UNIT_RANGE_FIELDS,
-    VERSION,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def check_track(tr: Track) -> None:
         if value.shape != want:
             raise Invalid(f"{name} has shape {value.shape}, expected {want}")
         _check_values(name, value)
+    _check_frame_fit(tr)
     _check_frames(frames)
 
 
@@ -125,6 +127,21 @@ def _check_values(name: str, value: np.ndarray) -> None:
         unknown = np.bitwise_or.reduce(value.astype(np.int64).ravel()) & ~KNOWN_FLAGS
         if unknown:
             raise Invalid(f"flags has unknown FrameFlag bits (0x{int(unknown):x})")
+
+
+def _check_frame_fit(tr: Track) -> None:
+    """The per-frame fit (:data:`FRAME_FIT_FIELDS`): both fields or neither, only with
+    ``mano_pose`` (it is the fit that ``mano_pose`` was smoothed from)."""
+    present = [name for name in FRAME_FIT_FIELDS if getattr(tr, name) is not None]
+    if not present:
+        return
+    if len(present) < len(FRAME_FIT_FIELDS):
+        missing = next(name for name in FRAME_FIT_FIELDS if name not in present)
+        raise Invalid(f"has {present[0]} but no {missing}; the per-frame fit needs both")
+    if tr.mano_pose is None:
+        raise Invalid(
+            f"has {present[0]} but no mano_pose; the per-frame fit comes only with the MANO fields"
+        )
 
 
 def _check_frames(frames: np.ndarray) -> None:
@@ -178,8 +195,9 @@ def check_header(header: Any) -> None:
             raise Invalid(f"the header has no {name!r} field")
     if header["format"] != FORMAT:
         raise Invalid(f"header format is {header['format']!r}; expected {FORMAT!r}")
-    if not is_int(header["version"]) or header["version"] != VERSION:
-        raise Invalid(f"header version is {header['version']!r}; expected {VERSION}")
+    if not is_int(header["version"]) or header["version"] not in READABLE_VERSIONS:
+        expected = " or ".join(map(str, READABLE_VERSIONS))
+        raise Invalid(f"header version is {header['version']!r}; expected {expected}")
     for name in ("source", "intrinsics_source"):
         if name in header and not isinstance(header[name], str):
             raise Invalid(f"header {name} is {header[name]!r}; expected text")

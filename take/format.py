@@ -15,7 +15,9 @@ arrays, written and read without pickle. Its entries, and no others:
     A 0-d text array (``<U``) holding a JSON object of at most :data:`MAX_HEADER_CHARS`
     characters, with these fields:
 
-    - ``format``: ``"handmocap-take"`` (:data:`FORMAT`); ``version``: ``1`` (:data:`VERSION`).
+    - ``format``: ``"handmocap-take"`` (:data:`FORMAT`); ``version``: ``2``
+      (:data:`VERSION`, what this engine writes; the reader reads every version of
+      :data:`READABLE_VERSIONS`, see the version history below).
     - ``source``: the video's path (text); ``intrinsics_source`` (optional text): where the
       intrinsics came from (``"user"`` or a guess).
     - ``fps``: frames per second of the track frames (a number; times the frame stride it
@@ -41,7 +43,32 @@ arrays, written and read without pickle. Its entries, and no others:
     The track's arrays, C or Fortran order, shapes as in :data:`TRACK_SHAPES` (``T``: the
     track's frame count) and dtypes as :func:`stored_dtype` says: ``frames`` int64,
     ``flags`` uint8, every other field float32. The fields of :data:`OPTIONAL_FIELDS` (the
-    MANO stage's) may be absent. :class:`Track` documents each field's meaning and units.
+    MANO stage's) may be absent; the two of :data:`FRAME_FIT_FIELDS` are both present or
+    both absent, and only in a track that has ``mano_pose``. :class:`Track` documents each
+    field's meaning and units.
+
+The per-frame fit and infilled rows
+-----------------------------------
+The motion prior (a stage after the MANO fit) replaces ``mano_pose``, ``translation`` and
+``keypoints_3d`` with smoothed values and adds rows flagged :attr:`FrameFlag.INFILLED` for
+short runs of frames where the hand was hidden. ``frame_pose`` and ``frame_translation`` keep
+the per-frame fit it started from (same layout as ``mano_pose`` and ``translation``), so the
+prior can be solved again from the take alone, with other settings, without the video. On an
+INFILLED row they hold the prior's starting guess, interpolated between the observed frames
+around the gap.
+
+An INFILLED row observed nothing: its ``keypoints_2d``, ``keypoints_rel_depth`` and
+``world_landmarks`` are the hand model's projection, not the landmark network's output, and its
+``confidence`` marks them as guesses. Anything that wants observations only skips the rows
+whose flags have the INFILLED bit.
+
+Version history
+---------------
+- v1: the header, the track meta and the fields up to ``rest_keypoints``.
+- v2: adds the optional track fields ``frame_pose`` and ``frame_translation`` (the per-frame
+  fit, for re-solving the motion prior). A v1 file is still read (its tracks have them None);
+  a v1 file that holds either is refused, as is a file of any version not in
+  :data:`READABLE_VERSIONS`.
 
 Reading never trusts the file: it checks every entry's name, declared size, dtype and shape
 against the format *before* decompressing any array data (a 4 MB file cannot make it
@@ -76,7 +103,10 @@ from handmocap.sides import Side
 # inside the functions that call them, so importing any of the three first works.
 
 FORMAT = "handmocap-take"
-VERSION = 1
+VERSION = 2
+"""The take format version this engine writes."""
+READABLE_VERSIONS = (1, 2)
+"""The take format versions the reader reads (the module docstring's version history)."""
 
 
 class FrameFlag(IntFlag):
@@ -107,10 +137,23 @@ TRACK_SHAPES: dict[str, tuple[str | int, ...]] = {
     "translation": ("T", 3),
     "keypoints_3d": ("T", 21, 3),
     "rest_keypoints": (21, 3),
+    "frame_pose": ("T", 16, 3),
+    "frame_translation": ("T", 3),
 }
 """Each array field of a :class:`Track` and its shape (``"T"``: the track's frame count)."""
-OPTIONAL_FIELDS = ("mano_pose", "mano_betas", "translation", "keypoints_3d", "rest_keypoints")
+FRAME_FIT_FIELDS = ("frame_pose", "frame_translation")
+"""The per-frame fit the motion prior starts from: both or neither, only with ``mano_pose``."""
+OPTIONAL_FIELDS = (
+    "mano_pose",
+    "mano_betas",
+    "translation",
+    "keypoints_3d",
+    "rest_keypoints",
+    *FRAME_FIT_FIELDS,
+)
 """The fields the MANO stage fills: None (absent from the file) before it."""
+FIELDS_SINCE = {"frame_pose": 2, "frame_translation": 2}
+"""The first format version whose files may hold a track field (one not named: every version)."""
 INTEGER_DTYPES = {"frames": np.int64, "flags": np.uint8}
 """The integer fields and their stored dtypes; every other field is stored as float32."""
 UNIT_RANGE_FIELDS = ("confidence", "right_prob")
@@ -128,7 +171,7 @@ MAX_TRACK_FRAMES = 1_000_000
 MAX_TAKE_ROWS = 2 * MAX_TRACK_FRAMES
 """Track frames in a whole take: both hands through the longest video (several shorter
 tracks share the budget). This, with :data:`MAX_TRACKS`, bounds what loading may allocate
-(:data:`MAX_TAKE_BYTES`, about 2.3 GB)."""
+(:data:`MAX_TAKE_BYTES`, about 2.7 GB)."""
 MAX_TRACKS = 10_000
 """Tracks in a take (a hand lost and found again starts a new track)."""
 MAX_FRAME_INDEX = 10**8
@@ -166,7 +209,7 @@ MAX_TAKE_BYTES = (
     + 4 * MAX_HEADER_CHARS
     + MAX_NPY_HEADER_BYTES
 )
-"""Uncompressed bytes of the largest take accepted (about 2.3 GB): the sum of the declared
+"""Uncompressed bytes of the largest take accepted (about 2.7 GB): the sum of the declared
 sizes of a file's entries is checked against it before anything is decompressed."""
 MAX_FILE_BYTES = MAX_TAKE_BYTES + MAX_TAKE_BYTES // 100 + MAX_ENTRIES * 512
 """On-disk size of the largest take: deflate can grow random data by a fraction of a
@@ -421,13 +464,25 @@ class Track:
         confidence: (T, 21) per-keypoint confidence in [0, 1].
         right_prob: (T,) per-frame probability of a right hand, in [0, 1].
         flags: (T,) integer :class:`FrameFlag` bits (stored as uint8).
-        mano_pose: (T, 16, 3) axis-angle, radians, or None before the MANO stage.
+        mano_pose: (T, 16, 3) axis-angle, radians, or None before the MANO stage (smoothed
+            by the motion prior when it ran).
         mano_betas: (10,) shape, or None.
-        translation: (T, 3) wrist in camera space, metres, or None.
-        keypoints_3d: (T, 21, 3) camera space, metres, or None.
+        translation: (T, 3) wrist in camera space, metres, or None (smoothed likewise).
+        keypoints_3d: (T, 21, 3) camera space, metres, or None (smoothed likewise).
         rest_keypoints: (21, 3) the fitted hand model's rest pose (MediaPipe order, hand
             space, metres, wrist at the origin): the skeleton ``mano_pose`` rotates, which
             retargeting needs. None before the MANO stage.
+        frame_pose: (T, 16, 3) axis-angle, radians: the per-frame MANO fit before the motion
+            prior, laid out as ``mano_pose`` (on INFILLED rows, the prior's starting guess
+            interpolated between the observed frames around them). None before the MANO
+            stage and in a v1 take; present exactly when ``frame_translation`` is, and only
+            with ``mano_pose``.
+        frame_translation: (T, 3) metres: the per-frame fit's ``translation``, likewise.
+
+    An INFILLED row (:class:`FrameFlag`) observed nothing: its ``keypoints_2d``,
+    ``keypoints_rel_depth`` and ``world_landmarks`` are the hand model's projection and its
+    ``confidence`` marks them as guesses (the module docstring, "The per-frame fit and
+    infilled rows").
     """
 
     track_id: int
@@ -444,6 +499,8 @@ class Track:
     translation: np.ndarray | None = None
     keypoints_3d: np.ndarray | None = None
     rest_keypoints: np.ndarray | None = None
+    frame_pose: np.ndarray | None = None
+    frame_translation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         from .checks import BadTrack, Invalid, check_track

@@ -6,8 +6,10 @@ array data, checks the file size, the number of entries and their declared sizes
 (:data:`~.format.MAX_TAKE_BYTES`), every entry name, compression method and ``.npy`` header
 (dtype, shape, no pickled objects) against the format of :mod:`.format`. Only then does it
 read the header (checked by :func:`.checks.check_header`, then typed by
-:meth:`~.format.TakeHeader.from_json`) and each track's arrays, in bounded chunks, building
-:class:`~.format.Track` objects (whose construction runs the value checks).
+:meth:`~.format.TakeHeader.from_json`), checks that no track holds a field newer than the
+file's format version (a v1 take has no ``frame_pose``), and reads each track's arrays, in
+bounded chunks, building :class:`~.format.Track` objects (whose construction runs the value
+checks).
 Every problem becomes a :class:`~handmocap.errors.HandmocapError` naming the file, the entry
 or field, and what to do.
 """
@@ -31,6 +33,7 @@ from handmocap.errors import HandmocapError
 
 from .checks import BadTrack, Invalid, check_header, is_int
 from .format import (
+    FIELDS_SINCE,
     FORMAT,
     MAX_ENTRIES,
     MAX_FILE_BYTES,
@@ -42,8 +45,8 @@ from .format import (
     MAX_TRACK_FRAMES,
     MAX_TRACKS,
     OPTIONAL_FIELDS,
+    READABLE_VERSIONS,
     TRACK_SHAPES,
-    VERSION,
     Take,
     TakeHeader,
     Track,
@@ -121,12 +124,13 @@ def _read_take(path: Path, archive: zipfile.ZipFile) -> Take:
     if "header" not in entries:
         raise HandmocapError(f"{path} is not a take file (no header)")
     header = _read_json(path, archive, entries.pop("header"), "the header", MAX_HEADER_CHARS)
-    _check_format(path, header)
+    version = _check_format(path, header)
     try:
         check_header(header)
     except Invalid as err:
         raise HandmocapError(f"{path}: {err.detail}; {_RECAPTURE}") from err
     groups = _group_tracks(path, entries)
+    _check_fields_in_version(path, groups, version)
     probed = [_probe_track(path, archive, i, group) for i, group in enumerate(groups)]
     rows = sum(t for t, _ in probed)
     if rows > MAX_TAKE_ROWS:
@@ -306,8 +310,23 @@ def _read_json(
         ) from err
 
 
-def _check_format(path: Path, header: Any) -> None:
-    """A handmocap take of this version (the message for another file or version)."""
+def _check_fields_in_version(
+    path: Path, groups: list[dict[str, zipfile.ZipInfo]], version: int
+) -> None:
+    """No track holds a field newer than the file's format version (:data:`FIELDS_SINCE`)."""
+    for i, group in enumerate(groups):
+        for name in group:
+            since = FIELDS_SINCE.get(name, 1)
+            if since > version:
+                raise HandmocapError(
+                    f"{path}: track {i} has {name}, which take format v{version} does not "
+                    f"have (it came in v{since}): not a take handmocap wrote, {_RECAPTURE}"
+                )
+
+
+def _check_format(path: Path, header: Any) -> int:
+    """A handmocap take of a version this reader reads (the message for another file or
+    version); returns the version."""
     if not isinstance(header, dict):
         raise HandmocapError(
             f"{path}: the header is a JSON {type(header).__name__}, not an "
@@ -316,12 +335,14 @@ def _check_format(path: Path, header: Any) -> None:
     if header.get("format") != FORMAT:
         raise HandmocapError(f"{path} is not a take file (format {header.get('format')!r})")
     version = header.get("version")
-    if not is_int(version) or version != VERSION:
+    if not is_int(version) or version not in READABLE_VERSIONS:
         shown = version if is_int(version) else repr(version)
+        readable = " and ".join(f"v{v}" for v in READABLE_VERSIONS)
         raise HandmocapError(
-            f"{path} is take format v{shown}; this handmocap reads v{VERSION}. "
+            f"{path} is take format v{shown}; this handmocap reads {readable}. "
             "Re-capture the video or update handmocap."
         )
+    return int(version)
 
 
 # --- the tracks --------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def _video_without_hands(path: Path) -> Path:
 
 def test_bad_inputs_are_reported_and_change_nothing(extension_zip, demo_video, tmp_path):
     fakes = tmp_path / "fakes"
-    ok_info = {"version": "0.1.0", "take_version": 1, "device": "cpu", "models_built": True,
+    ok_info = {"version": "0.1.0", "take_version": 2, "device": "cpu", "models_built": True,
                "stages": {"mano_fit": True}}  # fmt: skip
     _fake_engine(fakes / "no_models", ok_info,
                  "echo '{\"event\": \"error\", \"message\": \"the hand models are not built: "
@@ -228,7 +228,7 @@ def test_crafted_takes_are_refused_and_takes_stay_private(extension_zip, tmp_pat
                 "rest_keypoints": default_rest_keypoints("right")}  # fmt: skip
 
     def header(fps: float = 24.0) -> dict:
-        return {"format": "handmocap-take", "version": 1, "source": "clip.mp4", "fps": fps,
+        return {"format": "handmocap-take", "version": 2, "source": "clip.mp4", "fps": fps,
                 "width": 640, "height": 480,
                 "intrinsics": [[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]],
                 "intrinsics_source": "guess", "hand_model": "test",
@@ -251,7 +251,7 @@ def test_crafted_takes_are_refused_and_takes_stay_private(extension_zip, tmp_pat
     takes["bad_zero_byte"].write_bytes(b"")
     takes["bad_truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     fakes = tmp_path / "fakes"
-    info = {"version": "0.1.0", "take_version": 1, "device": "cpu", "models_built": True}
+    info = {"version": "0.1.0", "take_version": 2, "device": "cpu", "models_built": True}
     done = """echo '{"event": "done"}'"""
     for name, take in {**takes, "good": good}.items():
         _fake_engine(fakes / name, info, f"cp '{take}' \"$6\" && {done}")  # -o is $6

@@ -31,6 +31,7 @@ from handmocap.take import (
     MAX_FRAME_INDEX,
     MAX_TAKE_BYTES,
     MAX_TRACK_FRAMES,
+    READABLE_VERSIONS,
     EngineFacts,
     FrameFlag,
     FrameRange,
@@ -40,6 +41,7 @@ from handmocap.take import (
     load_take,
     make_header,
 )
+from handmocap.take.checks import Invalid, check_header
 
 FLOAT_FIELDS = (
     "keypoints_2d",
@@ -52,6 +54,8 @@ FLOAT_FIELDS = (
     "translation",
     "keypoints_3d",
     "rest_keypoints",
+    "frame_pose",
+    "frame_translation",
 )
 RECAPTURE = "; re-capture the video"
 
@@ -66,6 +70,8 @@ def _track(t=5, track_id=0, handedness="right", mano=False, **extra):
             "translation": rng.normal(size=(t, 3)),
             "keypoints_3d": rng.normal(size=(t, 21, 3)),
             "rest_keypoints": rng.normal(size=(21, 3)),
+            "frame_pose": rng.normal(size=(t, 16, 3)),
+            "frame_translation": rng.normal(size=(t, 3)),
             **extra,
         }
     values = {
@@ -96,7 +102,8 @@ def _header(**changes) -> dict:
 
 
 def _valid(folder: Path, name="take.npz") -> Path:
-    """A valid take: track 0 keypoints only, track 1 (id 7, left) with the MANO fields."""
+    """A valid take: track 0 keypoints only, track 1 (id 7, left) with the MANO fields and
+    the per-frame fit."""
     take = Take(_take_header(), (_track(), _track(4, 7, "left", mano=True)))
     return take.save(folder / name)
 
@@ -258,7 +265,7 @@ def test_missing_header_field(tmp_path, name):
     path = _with_header(tmp_path, header)
     expected = {
         "format": "is not a take file (format None)",
-        "version": "is take format vNone; this handmocap reads v1",
+        "version": "is take format vNone; this handmocap reads v1 and v2.",
     }
     _refused(path, expected.get(name, f": the header has no {name!r} field{RECAPTURE}"))
 
@@ -320,8 +327,10 @@ NAN, INF = float("nan"), float("inf")
             "header frame_range stride is '2'; expected a whole number >= 1",
         ),
         ({"tracking_seconds": NAN}, "header tracking_seconds is NaN or infinite"),
-        ({"version": "1"}, "is take format v'1'; this handmocap reads v1"),
-        ({"version": 1.0}, "is take format v1.0; this handmocap reads v1"),
+        ({"version": "1"}, "is take format v'1'; this handmocap reads v1 and v2."),
+        ({"version": 1.0}, "is take format v1.0; this handmocap reads v1 and v2."),
+        ({"version": 3}, "is take format v3; this handmocap reads v1 and v2."),
+        ({"version": True}, "is take format vTrue; this handmocap reads v1 and v2."),
         ({"format": "something-else"}, "is not a take file (format 'something-else')"),
     ],
 )
@@ -330,6 +339,14 @@ def test_bad_header_field(tmp_path, changes, message):
     text = _refused(path, message)
     if "format" not in changes and "version" not in changes:
         assert text.startswith(f"{path}: header ") and text.endswith(RECAPTURE)
+
+
+def test_the_header_check_takes_every_readable_version_and_no_other():
+    for version in READABLE_VERSIONS:
+        check_header(_header(version=version))
+    for version in (0, 3, True, 2.0):
+        with pytest.raises(Invalid, match=rf"^header version is {version!r}; expected 1 or 2$"):
+            check_header(_header(version=version))
 
 
 def test_low_sample_rate_with_a_stride_is_a_normal_take(tmp_path):
@@ -832,6 +849,9 @@ def _tracks(draw, track_id):
         }
         if draw(st.booleans()):
             mano["keypoints_3d"] = arr((t, 21, 3))
+        if draw(st.booleans()):
+            mano["frame_pose"] = arr((t, 16, 3))
+            mano["frame_translation"] = arr((t, 3))
     return Track(
         track_id=track_id,
         handedness=draw(st.sampled_from(["left", "right"])),
@@ -892,5 +912,5 @@ def test_valid_takes_round_trip_exactly(take):
 
 def test_bounds_are_what_the_docs_say():
     assert MAX_TRACK_FRAMES == 1_000_000
-    assert 2.0e9 < MAX_TAKE_BYTES < 2.5e9
+    assert 2.6e9 < MAX_TAKE_BYTES < 2.8e9
     assert math.isclose(MAX_FRAME_INDEX, 1e8)

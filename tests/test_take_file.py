@@ -1,6 +1,7 @@
 """The take file: round trip without pickle, optional MANO fields, validation messages."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ from handmocap.errors import HandmocapError
 from handmocap.sides import Side
 from handmocap.take import (
     FORMAT,
+    VERSION,
     EngineFacts,
     FrameFlag,
     FrameRange,
@@ -31,8 +33,9 @@ def _track(t=5, track_id=0, handedness="right", **extra):
 
 
 def _header():
-    return make_header("clip.mp4", 30.0, 640, 480, np.eye(3), "guess",
-                       engine=EngineFacts(device="cpu"))
+    return make_header(
+        "clip.mp4", 30.0, 640, 480, np.eye(3), "guess", engine=EngineFacts(device="cpu")
+    )
 
 
 def test_round_trip(tmp_path):
@@ -76,10 +79,14 @@ def test_validation(tmp_path):
     ):
         load_take(tmp_path / "bad.npz")
     content = dict(np.load(path))
-    content["header"] = np.array(json.dumps({**_header().to_json(), "version": 2}))
-    np.savez(tmp_path / "v2.npz", **content)
-    with pytest.raises(HandmocapError, match="v2; this handmocap reads v1"):
-        load_take(tmp_path / "v2.npz")
+    for version in (3, 0):
+        content["header"] = np.array(json.dumps({**_header().to_json(), "version": version}))
+        np.savez(tmp_path / f"v{version}.npz", **content)
+        with pytest.raises(
+            HandmocapError,
+            match=rf"is take format v{version}; this handmocap reads v1 and v2\. Re-capture",
+        ):
+            load_take(tmp_path / f"v{version}.npz")
     with pytest.raises(HandmocapError, match="not found"):
         load_take(tmp_path / "nothing.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
@@ -104,7 +111,7 @@ def test_the_header_json_keeps_the_keys_and_values_the_engine_writes(tmp_path):
         warnings=["clip.mp4 ended early"], frames_short=2, missing_frames=[7],
     )  # fmt: skip
     want = {
-        "format": FORMAT, "version": 1, "source": "clip.mp4", "fps": 15.0, "width": 640,
+        "format": FORMAT, "version": 2, "source": "clip.mp4", "fps": 15.0, "width": 640,
         "height": 480, "intrinsics": np.eye(3).tolist(), "intrinsics_source": "user",
         "hand_model": "handmocap-open-hand-1", "engine_version": "0.1.0", "device": "cpu",
         "provider": "CPUExecutionProvider", "frame_range": {"start": 10, "end": None, "stride": 2},
@@ -151,3 +158,113 @@ def test_a_tracks_handedness_is_a_side():
     assert track.handedness is Side.LEFT and track.handedness == "left"
     with pytest.raises(HandmocapError, match="handedness is 'Left'; expected 'left' or 'right'"):
         _track(handedness="Left")
+
+
+# --- v2: the per-frame fit the motion prior started from ---------------------------------------
+def _fitted_track(t=6, **changes):
+    """A track after the MANO stage and the motion prior: rows 2 and 3 infilled, the
+    per-frame fit kept in frame_pose / frame_translation (float32, as the engine builds it)."""
+    rng = np.random.default_rng(3)
+    flags = np.full(t, FrameFlag.TRACKED, np.uint8)
+    flags[2:4] = FrameFlag.INFILLED
+    fields = {
+        "mano_pose": rng.normal(scale=0.3, size=(t, 16, 3)).astype(np.float32),
+        "mano_betas": rng.normal(size=10).astype(np.float32),
+        "translation": rng.normal(scale=0.1, size=(t, 3)).astype(np.float32),
+        "keypoints_3d": rng.normal(scale=0.05, size=(t, 21, 3)).astype(np.float32),
+        "rest_keypoints": rng.normal(scale=0.05, size=(21, 3)).astype(np.float32),
+        "frame_pose": rng.normal(scale=0.3, size=(t, 16, 3)).astype(np.float32),
+        "frame_translation": rng.normal(scale=0.1, size=(t, 3)).astype(np.float32),
+        **changes,
+    }
+    return replace(_track(t, **fields), flags=flags)
+
+
+def _with_header_version(src, dst, version, drop=()):
+    """A copy of the take ``src`` whose header says ``version``, without the entries ``drop``."""
+    with np.load(src, allow_pickle=False) as raw:
+        content = {k: raw[k] for k in raw.files if k not in drop}
+    content["header"] = np.array(json.dumps({**json.loads(str(content["header"])),
+                                             "version": version}))  # fmt: skip
+    np.savez_compressed(dst, **content)
+    return dst
+
+
+def test_the_per_frame_fit_round_trips_exactly(tmp_path):
+    tr = _fitted_track()
+    path = Take(_header(), (tr,)).save(tmp_path / "take.npz")
+    with np.load(path, allow_pickle=False) as raw:
+        assert json.loads(str(raw["header"]))["version"] == VERSION == 2
+        assert raw["track0.frame_pose"].dtype == np.float32
+    back = load_take(path).tracks[0]
+    for name in ("frame_pose", "frame_translation", "mano_pose", "translation", "flags"):
+        got, want = getattr(back, name), getattr(tr, name)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), name
+    assert back.frame_pose.shape == (6, 16, 3) and back.frame_translation.shape == (6, 3)
+    assert list(back.flags & FrameFlag.INFILLED) == [0, 0, 8, 8, 0, 0]
+
+
+def test_a_v1_take_still_loads_without_the_per_frame_fit(tmp_path):
+    """A v1 file as the v1 engine wrote it: header version 1, no frame_pose/frame_translation."""
+    tr = _fitted_track(frame_pose=None, frame_translation=None)
+    v2 = Take(_header(), (tr, _track(3, 7, "left"))).save(tmp_path / "v2.npz")
+    path = _with_header_version(v2, tmp_path / "v1.npz", 1)
+    with np.load(path, allow_pickle=False) as raw:
+        assert json.loads(str(raw["header"]))["version"] == 1
+        assert not any(k.endswith((".frame_pose", ".frame_translation")) for k in raw.files)
+    back = load_take(path)
+    assert back.header == _header()
+    assert back.tracks[0].frame_pose is None and back.tracks[0].frame_translation is None
+    assert back.tracks[0].mano_pose.tobytes() == tr.mano_pose.tobytes()
+    assert back.tracks[1].mano_pose is None and len(back.tracks[1]) == 3
+
+
+def test_a_v1_take_with_the_per_frame_fit_is_refused(tmp_path):
+    v2 = Take(_header(), (_fitted_track(),)).save(tmp_path / "v2.npz")
+    path = _with_header_version(v2, tmp_path / "v1.npz", 1)
+    with pytest.raises(HandmocapError) as info:
+        load_take(path)
+    assert str(info.value).startswith(
+        f"{path}: track 0 has frame_pose, which take format v1 does not have (it came in v2)"
+    )
+    # without frame_pose, frame_translation alone is refused for the same reason
+    path = _with_header_version(v2, tmp_path / "v1b.npz", 1, drop=("track0.frame_pose",))
+    with pytest.raises(HandmocapError, match="track 0 has frame_translation, which take format v1"):
+        load_take(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mano_pose": None}, "track 0 has frame_pose but no mano_pose"),
+        ({"frame_translation": None}, "track 0 has frame_pose but no frame_translation"),
+        ({"frame_pose": None}, "track 0 has frame_translation but no frame_pose"),
+        (
+            {"frame_pose": np.zeros((6, 15, 3), np.float32)},
+            "track 0 frame_pose has shape (6, 15, 3), expected (6, 16, 3)",
+        ),
+        (
+            {"frame_translation": np.zeros((5, 3), np.float32)},
+            "track 0 frame_translation has shape (5, 3), expected (6, 3)",
+        ),
+        (
+            {"frame_pose": np.full((6, 16, 3), np.nan, np.float32)},
+            "track 0 frame_pose contains NaN or inf values",
+        ),
+    ],
+)
+def test_a_bad_per_frame_fit_is_refused_when_built_and_when_loaded(tmp_path, changes, message):
+    with pytest.raises(HandmocapError, match=re.escape(message)):
+        _fitted_track(**changes)
+    good = Take(_header(), (_fitted_track(),)).save(tmp_path / "good.npz")
+    with np.load(good, allow_pickle=False) as raw:
+        content = {k: raw[k] for k in raw.files}
+    for name, value in changes.items():
+        if value is None:
+            del content[f"track0.{name}"]
+        else:
+            content[f"track0.{name}"] = value
+    np.savez(tmp_path / "bad.npz", **content)
+    with pytest.raises(HandmocapError) as info:
+        load_take(tmp_path / "bad.npz")
+    assert str(info.value).startswith(f"{tmp_path / 'bad.npz'}: {message}")
