@@ -15,6 +15,7 @@ from handmocap.sides import Side
 from handmocap.take import EngineFacts, FrameFlag, FrameRange, Take, Track, make_header
 
 from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
+from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
 from .tracker import HandTracker, Observation, TrackerConfig
@@ -37,8 +38,10 @@ class CaptureConfig:
     fit_mano: bool = True
     mano_dir: Path | None = None  # the user's MANO_RIGHT/LEFT.pkl; None = the open model
     fit: FitConfig = field(default_factory=FitConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)  # needs fit_mano
 
     def validated(self) -> CaptureConfig:
+        self.prior.validated()
         if self.fov_deg is not None and not 10.0 <= self.fov_deg <= 170.0:
             raise HandmocapError(f"--fov must be 10..170 degrees, got {self.fov_deg}")
         if self.fps is not None:
@@ -117,7 +120,10 @@ def capture(
        as a guess). The fit's assets are checked before the first frame is read: a missing
        one raises :class:`HandmocapError` naming ``python3 build.py models``; nothing is
        built here.
-    3. If ``overlay`` is given, writes that video: every hand's 2D skeleton and label on
+    3. Unless ``config.prior.smoothing`` is 0, re-solves each fitted track as one smooth
+       motion and fills its short hidden runs (:mod:`.motion_prior`); the per-frame fit
+       stays in the take (``frame_pose``, ``frame_translation``) for re-solving later.
+    4. If ``overlay`` is given, writes that video: every hand's 2D skeleton and label on
        each frame and, where MANO was fitted, the outline of the fitted mesh.
 
     ``progress`` hears of each frame and stage. The take is returned, not saved: the
@@ -133,7 +139,9 @@ def capture(
     fov = config.fov_deg or DEFAULT_FOV_DEG
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
-    stages = [*(["mano_fit"] if config.fit_mano else []), *(["overlay"] if overlay else [])]
+    smoothing = config.fit_mano and config.prior.enabled
+    stages = [*(["mano_fit"] if config.fit_mano else []), *(["motion_prior"] if smoothing else []),
+              *(["overlay"] if overlay else [])]  # fmt: skip
     progress.start(total, stages=stages, device=tracker.backend.device,
                    provider=tracker.backend.providers[0], width=info.width,
                    height=info.height, fps=info.fps)  # fmt: skip
@@ -152,14 +160,21 @@ def capture(
     )
     k = intrinsics_from_fov(info.width, info.height, fov)
     hand_model = None
+    prior: PriorReport | None = None
+    fps = info.fps / config.frames.stride
     if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
         fitter = load_fitter(assets, tracker.backend, config.fit)
         hand_model = assets.hand_model.model_id
         tracks = _fit_tracks(fitter, tracks, k, progress)
+    mano_done = time.perf_counter()
+    if smoothing and tracks:
+        progress.stage("motion_prior", len(tracks), "tracks")
+        tracks, prior = smooth_tracks(tracks, fps, config.frames.stride, k, config.prior)
+        progress.update(len(tracks))
     seconds = time.perf_counter() - started
     header = make_header(
-        info.path, info.fps / config.frames.stride, info.width, info.height, k,
+        info.path, fps, info.width, info.height, k,
         "user" if config.fov_deg else f"guess ({DEFAULT_FOV_DEG:g} deg horizontal)",
         hand_model=hand_model, frame_range=config.frames,
         engine=EngineFacts(
@@ -168,7 +183,8 @@ def capture(
             detector_runs=tracker.detector_runs,
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
-            mano_seconds=round(seconds - tracking_seconds, 3),
+            mano_seconds=round(mano_done - started - tracking_seconds, 3),
+            stages=stage_facts(config, prior) if config.fit_mano else None,
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
         # kept with the take so that nobody mistakes a short take for the whole clip.
@@ -182,6 +198,13 @@ def capture(
                       mano_dir=config.mano_dir, on_frame=progress.update)  # fmt: skip
         progress.update(done)  # the stage ends even if some frames were not drawn
     return CaptureResult(take, done, seconds, tracker.detector_runs)
+
+
+def stage_facts(config: CaptureConfig, prior: PriorReport | None) -> dict:
+    """The header's record of the optional stages that ran and their settings."""
+    facts: dict = {"mano_fit": {"iterations": config.fit.iterations}}
+    facts["motion_prior"] = prior_facts(config.prior, prior)
+    return facts
 
 
 def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
@@ -203,4 +226,5 @@ def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
 
 def _with_mano(track: Track, fit) -> Track:
     return replace(track, mano_pose=fit.pose, mano_betas=fit.betas, translation=fit.translation,
-                   keypoints_3d=fit.keypoints_3d, rest_keypoints=fit.rest_keypoints)  # fmt: skip
+                   keypoints_3d=fit.keypoints_3d, rest_keypoints=fit.rest_keypoints,
+                   frame_pose=fit.pose, frame_translation=fit.translation)  # fmt: skip

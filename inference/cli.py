@@ -2,6 +2,7 @@
 
     handmocap capture clip.mp4 -o take.npz --overlay check.mp4
     handmocap capture frames/ --fps 24 -o take.npz --progress jsonl
+    handmocap smooth take.npz --smoothing 2 -o smoother.npz
     handmocap info --json
 
 Exit codes: 0 success (also when no hand was found: the take then has no tracks),
@@ -63,18 +64,41 @@ def _parser() -> argparse.ArgumentParser:
         help="folder with your MANO_RIGHT.pkl and MANO_LEFT.pkl (default: the open hand model)",
     )
     cap.add_argument("--skip-mano", action="store_true", help="keypoints only, no MANO fit")
-    cap.add_argument(
-        "--progress", choices=("bar", "jsonl", "none"),
-        help="progress display (default: bar on a terminal, none otherwise)",
-    )  # fmt: skip
+    _add_smoothing(cap)
+    _add_progress(cap)
+    smooth = sub.add_parser(
+        "smooth", help="re-solve a take's motion prior at another strength (no video needed)"
+    )
+    smooth.add_argument("take", type=Path, help="a take file (.npz) written by capture")
+    smooth.add_argument("-o", "--output", type=Path, required=True, help="the take to write")
+    _add_smoothing(smooth)
+    _add_progress(smooth)
     info = sub.add_parser("info", help="engine version, the device that would run, model status")
     info.add_argument("--json", action="store_true")
     info.add_argument("--device", choices=DEVICES, default="auto")
     return ap
 
 
+def _add_smoothing(parser: argparse.ArgumentParser) -> None:
+    from .motion_prior import DEFAULT_SMOOTHING, MAX_SMOOTHING
+
+    parser.add_argument(
+        "--smoothing", type=float, default=DEFAULT_SMOOTHING, metavar="S",
+        help=f"motion prior strength, 0..{MAX_SMOOTHING:g} (default {DEFAULT_SMOOTHING:g}): "
+        "motion faster than 6/S Hz is treated as noise and short hidden runs are filled; "
+        "0 keeps the per-frame fit",
+    )  # fmt: skip
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress", choices=("bar", "jsonl", "none"),
+        help="progress display (default: bar on a terminal, none otherwise)",
+    )  # fmt: skip
+
+
 # Optional stages of the pipeline and whether this engine has them.
-ENGINE_STAGES = (("mano_fit", True), ("deocclusion", False), ("motion_prior", False))
+ENGINE_STAGES = (("mano_fit", True), ("deocclusion", False), ("motion_prior", True))
 
 
 class Terminated(KeyboardInterrupt):
@@ -184,6 +208,7 @@ def _capture_config(args: argparse.Namespace) -> CaptureConfig:
     from handmocap.take import FrameRange
 
     from .capture import CaptureConfig
+    from .motion_prior import PriorConfig
     from .tracker import TrackerConfig
     from .video import check_fps
 
@@ -193,6 +218,7 @@ def _capture_config(args: argparse.Namespace) -> CaptureConfig:
         tracker=TrackerConfig(device=args.device, max_hands=args.max_hands),
         frames=FrameRange(args.start, args.end, args.stride),
         fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,
+        prior=PriorConfig(smoothing=args.smoothing),
     ).validated()  # fmt: skip
 
 
@@ -237,6 +263,44 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_smooth(args: argparse.Namespace) -> int:
+    """Re-solve the motion prior of a take; nothing is written unless it all succeeds."""
+    from handmocap.take import load_take
+
+    from .motion_prior import PriorConfig, resolve_take
+    from .progress import make_progress
+
+    kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
+    progress = make_progress(kind)
+    try:
+        with _sigterm_as_interrupt():
+            config = PriorConfig(smoothing=args.smoothing).validated()
+            if _same_file(args.output, args.take):
+                raise HandmocapError(f"-o {args.output} is the input take; give the output "
+                                     "another name")  # fmt: skip
+            _check_output(args.output)
+            take = load_take(args.take)
+            rows = sum(len(t) for t in take.tracks)
+            progress.start(rows, stages=["motion_prior"])
+            progress.stage("motion_prior", len(take.tracks), "tracks")
+            smoothed, report = resolve_take(take, config)
+            progress.update(len(take.tracks))
+            smoothed.save(args.output)
+    except HandmocapError as err:
+        progress.error(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    progress.finish(take=str(args.output), tracks=len(smoothed.tracks),
+                    infilled_frames=report.infilled_frames,
+                    seconds=round(report.seconds, 3))  # fmt: skip
+    if kind != "jsonl":
+        print(f"smoothing {config.smoothing:g}: {len(smoothed.tracks)} track(s), "
+              f"{report.infilled_frames} frame(s) filled in {report.seconds:.2f} s",
+              file=sys.stderr)  # fmt: skip
+        print(f"take: {args.output}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from handmocap.models.iknet_build import built_iknet
     from handmocap.models.mediapipe_port import built_mediapipe_models
@@ -260,7 +324,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         report.update(models_built=False, models_error=str(err))
     # What a client (the Blender add-on) may rely on: the take format it will read, and the
     # optional pipeline stages this engine has, so that it offers no option that does nothing.
-    report.update(take_version=TAKE_VERSION, stages=dict(ENGINE_STAGES))
+    from .motion_prior import DEFAULT_SMOOTHING, MAX_SMOOTHING
+
+    smoothing = {"min": 0.0, "max": MAX_SMOOTHING, "default": DEFAULT_SMOOTHING}
+    report.update(take_version=TAKE_VERSION, stages=dict(ENGINE_STAGES), smoothing=smoothing)
     if args.json:
         print(json.dumps(report))
     else:
@@ -272,7 +339,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"capture": cmd_capture, "info": cmd_info}[args.command](args)
+        commands = {"capture": cmd_capture, "smooth": cmd_smooth, "info": cmd_info}
+        return commands[args.command](args)
     except Terminated:
         print("terminated", file=sys.stderr)
         if argv is None:  # the program itself, not a caller in Python

@@ -1,0 +1,446 @@
+"""Motion prior: each whole track re-solved as one smooth motion, hidden frames filled.
+
+The per-frame MANO fit (:mod:`.mano_fit`) decides every frame on its own, so its rotations
+jitter from frame to frame, and a frame where the hand was hidden has no pose. This stage
+treats a track as one motion (docs/architecture.md, "Data flow"): it finds the rotations
+``X_t`` of the 16 MANO joints and the wrist translation ``p_t`` that minimise
+
+    sum_t w_tj rho(|log(R_tj^-1 X_tj)|)                     the per-frame fit, robustly
+  + lam_a sum_t |a_tj|^2 + lam_j sum_t |j_tj|^2             angular acceleration and jerk
+
+(and the same in metres for ``p_t``), where ``w_tj`` is the confidence of the keypoints
+joint ``j`` moves on frame ``t`` (0 on a hidden frame), ``rho`` a Cauchy loss that lets
+one wrong frame go instead of bending the motion towards it, and ``a``, ``j`` the second
+and third differences of the angular velocity ``v_t = log(X_t^-1 X_t+1)`` on SO(3).
+
+Minimising squared jerk between two known states gives the minimum-jerk trajectory, the
+classic model of human point-to-point movement (Flash & Hogan 1985): that is what fills
+a hidden run. The problem is solved by Gauss-Newton on the rotations' tangent spaces
+(``X_t <- X_t exp(delta_t)``): each step is a banded linear system per joint (bandwidth
+3, all frames at once), so 10,000 frames take milliseconds, and the same numpy code runs
+whatever device the networks used. This is the batch form of a Rauch-Tung-Striebel
+smoother on SO(3) with a constant-acceleration motion model.
+
+**One knob.** ``smoothing`` S sets the weights as a cut-off: motion faster than
+``cutoff_hz / S`` (6 Hz at S = 1, 3 Hz at S = 2) is treated as noise, at any frame rate;
+S = 0 switches the stage off (the per-frame fit as it is).
+
+**Hidden frames.** A run of at most ``max_gap_s`` seconds without observations inside a
+track is filled (flag ``INFILLED``, confidence halved and falling towards the middle of
+the run: they are guesses); a longer run splits the track into segments solved apart and
+stays empty: beyond ~0.75 s the hand may have done a whole gesture that no interpolation
+can guess (the ``prior`` benchmark measures infill error against run length).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.linalg import solveh_banded
+
+from handmocap.errors import HandmocapError
+from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE
+from handmocap.retarget.rotations import (
+    axis_angle_to_matrix,
+    make_continuous,
+    matrix_to_quat,
+    quat_conjugate,
+    quat_exp,
+    quat_log,
+    quat_multiply,
+    quat_to_matrix,
+)
+from handmocap.take import FrameFlag, Take, Track
+
+MAX_SMOOTHING = 4.0
+"""The knob's upper end: a 1.5 Hz cut-off, beyond which fingers would stop moving."""
+DEFAULT_SMOOTHING = 1.0
+"""Chosen on the ``prior`` benchmark (see its suite): the lowest acceleration error that
+keeps joint-angle error at or below the per-frame fit's on every clip."""
+MIN_TRACK_FRAMES = 3
+"""A track shorter than this has no motion to smooth (and capture drops such tracks)."""
+INFILL_CONFIDENCE = 0.5
+"""An infilled frame's confidence is at most this share of its neighbours' (a guess)."""
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Settings of the motion prior. Times in seconds, angles in degrees, distances in metres.
+
+    Attributes:
+        smoothing: the strength S, 0..MAX_SMOOTHING; 0 = off.
+        cutoff_hz: the cut-off frequency at S = 1 (it is ``cutoff_hz / S``).
+        accel_share: the acceleration penalty's weight relative to the jerk penalty's, both
+            scaled to the same cut-off (damps overshoot in long hidden runs).
+        max_gap_s: the longest hidden run that is filled; longer runs stay empty.
+        robust_deg, robust_m: the Cauchy scale of a rotation / translation residual.
+        passes: Gauss-Newton steps (each a banded solve per joint, robust weights renewed).
+    """
+
+    smoothing: float = DEFAULT_SMOOTHING
+    cutoff_hz: float = 6.0
+    accel_share: float = 0.1
+    max_gap_s: float = 0.75
+    robust_deg: float = 20.0
+    robust_m: float = 0.03
+    passes: int = 4
+
+    def validated(self) -> PriorConfig:
+        s = self.smoothing
+        if not (isinstance(s, int | float) and np.isfinite(s) and 0.0 <= s <= MAX_SMOOTHING):
+            raise HandmocapError(
+                f"--smoothing must be a number from 0 (off) to {MAX_SMOOTHING:g}, got {s!r}"
+            )
+        if not (0.0 <= self.max_gap_s <= 10.0):
+            raise HandmocapError(f"max_gap_s must be 0..10 seconds, got {self.max_gap_s}")
+        if self.cutoff_hz <= 0 or self.passes < 1 or self.robust_deg <= 0 or self.robust_m <= 0:
+            raise HandmocapError("cutoff_hz, passes, robust_deg and robust_m must be positive")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.smoothing > 0.0
+
+    def penalties(self, fps: float) -> tuple[float, float]:
+        """(lam_a, lam_j): the acceleration and jerk weights that put the cut-off at
+        ``cutoff_hz / smoothing`` for a track sampled at ``fps`` (a frame's data weight is
+        1). A sinusoid of angular frequency w (rad/frame) has jerk ``(2 sin(w/2))^3`` times
+        its amplitude: the jerk penalty equals the data term at the cut-off."""
+        w = min(np.pi, 2.0 * np.pi * self.cutoff_hz / (self.smoothing * fps))
+        gain = 2.0 * np.sin(w / 2.0)
+        return self.accel_share * gain**-4, gain**-6
+
+
+# --- the banded least-squares core -----------------------------------------------------------
+_ACCEL = np.array([1.0, -2.0, 1.0])
+_JERK = np.array([-1.0, 3.0, -3.0, 1.0])
+_BAND = 3  # half-bandwidth of D3^T D3
+
+
+def _gram_band(stencil: np.ndarray, n: int) -> np.ndarray:
+    """The diagonals of ``D^T D`` for the difference operator ``D`` with ``stencil`` over
+    ``n`` samples: (_BAND + 1, n), row ``k`` the k-th superdiagonal, left-aligned."""
+    out = np.zeros((_BAND + 1, n))
+    rows = n - len(stencil) + 1
+    if rows <= 0:
+        return out
+    for k in range(len(stencil)):
+        for a in range(len(stencil) - k):
+            out[k, a : a + rows] += stencil[a] * stencil[a + k]
+    return out
+
+
+def _apply_transposed(stencil: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """``D^T x`` for ``x`` (n - len(stencil) + 1, ...) -> (n, ...)."""
+    out = np.zeros((n, *x.shape[1:]))
+    for a, s in enumerate(stencil):
+        out[a : a + len(x)] += s * x
+    return out
+
+
+def _differences(stencil: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``D x`` along axis 0: (n, ...) -> (n - len(stencil) + 1, ...)."""
+    m = len(x) - len(stencil) + 1
+    if m <= 0:
+        return np.zeros((0, *x.shape[1:]))
+    return sum(s * x[a : a + m] for a, s in enumerate(stencil))
+
+
+def smooth_solve(target: np.ndarray, weights: np.ndarray, lam_a: float, lam_j: float,
+                 velocity: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """The correction ``d`` (T, G, C) minimising
+
+        sum w_tg |d_tg - target_tg|^2 + lam_a |D2 (v + D1 d)|^2 + lam_j |D3' (v + D1 d)|^2
+
+    per group ``g`` (its own weights ``weights`` (T, G)), where ``v`` (T - 1, G, C) is a
+    reference velocity (zero if None): with ``v = 0`` this is a plain smoothing spline of
+    ``target`` on a uniform grid. One banded Cholesky solve per group, all frames at once.
+    """
+    t, groups, _ = target.shape
+    d2, d3 = _gram_band(_ACCEL, t), _gram_band(_JERK, t)
+    rhs = weights[..., None] * target
+    if velocity is not None and len(velocity) > 1:
+        rhs = rhs - lam_a * _apply_transposed(_ACCEL, np.diff(velocity, axis=0), t)
+        rhs = rhs - lam_j * _apply_transposed(_JERK, np.diff(velocity, n=2, axis=0), t)
+    upper = np.zeros_like(d2)  # solveh_banded's upper form: diagonal k right-aligned in row -k
+    for k in range(_BAND + 1):
+        upper[_BAND - k, k:] = (lam_a * d2[k] + lam_j * d3[k])[: t - k]
+    out = np.empty_like(target)
+    for g in range(groups):
+        band = upper.copy()
+        band[_BAND] += weights[:, g] + 1e-9
+        out[:, g] = solveh_banded(band, rhs[:, g], lower=False, check_finite=False)
+    return out
+
+
+def _cauchy(residual: np.ndarray, scale: float) -> np.ndarray:
+    return 1.0 / (1.0 + (residual / scale) ** 2)
+
+
+# --- one segment: frames on a uniform grid, some observed -------------------------------------
+@dataclass(frozen=True)
+class SegmentSolution:
+    """A segment's motion on its grid of F frames: ``quats`` (F, 16, 4) unit, ``translation``
+    (F, 3) metres, ``start_quats`` / ``start_translation`` the same before solving (the
+    observations, hidden frames interpolated)."""
+
+    quats: np.ndarray
+    translation: np.ndarray
+    start_quats: np.ndarray
+    start_translation: np.ndarray
+
+
+def interpolate_hidden(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
+                       n: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Observations at grid positions ``index`` (K,) increasing -> all ``n`` grid frames:
+    rotations (K, J, 4) by slerp and translations (K, 3) linearly between the observed
+    frames around each hidden one."""
+    grid = np.arange(n)
+    after = np.clip(np.searchsorted(index, grid), 1, len(index) - 1) if len(index) > 1 else None
+    if after is None:
+        return np.repeat(quats, n, 0), np.repeat(translation, n, 0)
+    before = after - 1
+    s = ((grid - index[before]) / (index[after] - index[before])).clip(0.0, 1.0)
+    a, b = quats[before], quats[after]
+    rel = quat_log(quat_multiply(quat_conjugate(a), b))
+    q = quat_multiply(a, quat_exp(rel * s[:, None, None]))
+    p = translation[before] + s[:, None] * (translation[after] - translation[before])
+    return q, p
+
+
+def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
+                  weights: np.ndarray, n: int, fps: float,
+                  config: PriorConfig) -> SegmentSolution:  # fmt: skip
+    """Smooth one segment: observations at grid positions ``index`` (K,) of ``n`` frames,
+    rotations ``quats`` (K, 16, 4), ``translation`` (K, 3) m, per-joint weights
+    ``weights`` (K, 17) (16 joints, then the translation) in [0, 1]."""
+    q0, p0 = interpolate_hidden(index, quats, translation, n)
+    w = np.zeros((n, 17))
+    w[index] = weights
+    q_obs = np.zeros((n, 16, 4))
+    q_obs[index] = quats
+    q_obs[w[:, :16] == 0] = q0[w[:, :16] == 0]  # unobserved: any unit rotation, weight 0
+    lam_a, lam_j = config.penalties(fps)
+    robust_rad = np.radians(config.robust_deg)
+    q = q0
+    w_rot = w[:, :16]
+    for _ in range(config.passes):
+        error = quat_log(quat_multiply(quat_conjugate(q), q_obs))  # (n, 16, 3)
+        velocity = quat_log(quat_multiply(quat_conjugate(q[:-1]), q[1:]))
+        w_eff = w_rot * _cauchy(np.linalg.norm(error, axis=-1), robust_rad)
+        delta = smooth_solve(error, w_eff, lam_a, lam_j, velocity)
+        q = quat_multiply(q, quat_exp(delta))
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    p_obs = np.zeros((n, 3))
+    p_obs[index] = translation
+    p = p0
+    for _ in range(config.passes):
+        w_eff = w[:, 16:] * _cauchy(np.linalg.norm(p_obs - p, axis=-1), config.robust_m)[:, None]
+        p = smooth_solve(p_obs[:, None], w_eff, lam_a, lam_j)[:, 0]
+    return SegmentSolution(q, p, q0, p0)
+
+
+# --- a whole track -----------------------------------------------------------------------------
+# Each MANO joint is weighed by the confidence of the keypoint it sits on and the next one
+# out along its finger (the bone it turns); the global rotation and the translation by all 21.
+_KEYPOINT_OF_JOINT = np.array([np.flatnonzero(MANO21_FOR_MEDIAPIPE == j)[0] for j in range(16)])
+
+
+def joint_weights(confidence: np.ndarray) -> np.ndarray:
+    """(T, 21) keypoint confidence -> (T, 17) weights: 16 MANO joints, then translation."""
+    mean = confidence.mean(axis=1, keepdims=True)
+    k = _KEYPOINT_OF_JOINT[1:]
+    fingers = 0.5 * (confidence[:, k] + confidence[:, k + 1])
+    return np.concatenate([mean, fingers, mean], axis=1)
+
+
+@dataclass(frozen=True)
+class PriorReport:
+    """What the stage did to one take: frames filled, segments solved, seconds."""
+
+    infilled_frames: int
+    segments: int
+    seconds: float
+
+
+def check_track(track: Track) -> None:
+    """Raises HandmocapError unless ``track`` can go through the prior (MANO fitted, at
+    least MIN_TRACK_FRAMES observed frames)."""
+    if track.mano_pose is None or track.rest_keypoints is None:
+        raise HandmocapError(
+            f"track {track.track_id} has no MANO fit; the motion prior smooths a MANO fit: "
+            "capture without --skip-mano"
+        )
+    observed = int(np.sum((track.flags & FrameFlag.INFILLED) == 0))
+    if observed < MIN_TRACK_FRAMES:
+        raise HandmocapError(
+            f"track {track.track_id} has {observed} observed frame(s); the motion prior needs "
+            f"at least {MIN_TRACK_FRAMES}"
+        )
+
+
+def observed_rows(track: Track) -> Track:
+    """The track as the per-frame fit left it: infilled rows dropped, the MANO fields
+    back to ``frame_pose`` / ``frame_translation`` (when the take has them)."""
+    keep = (track.flags & FrameFlag.INFILLED) == 0
+    pose = track.frame_pose if track.frame_pose is not None else track.mano_pose
+    transl = track.frame_translation if track.frame_translation is not None else track.translation
+    fields = {"frames": track.frames[keep], "keypoints_2d": track.keypoints_2d[keep],
+              "keypoints_rel_depth": track.keypoints_rel_depth[keep],
+              "world_landmarks": track.world_landmarks[keep],
+              "confidence": track.confidence[keep], "right_prob": track.right_prob[keep],
+              "flags": track.flags[keep]}  # fmt: skip
+    if pose is not None:
+        kp3 = hand_keypoints(track.rest_keypoints, pose[keep], transl[keep])
+        fields.update(mano_pose=pose[keep], translation=transl[keep], keypoints_3d=kp3,
+                      frame_pose=pose[keep], frame_translation=transl[keep])  # fmt: skip
+    return replace(track, **fields)
+
+
+def hand_keypoints(rest: np.ndarray, pose: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """Camera-space keypoints (T, 21, 3) m of the skeleton ``rest`` (21, 3) (wrist at the
+    origin) posed by ``pose`` (T, 16, 3) axis-angle, the wrist at ``translation`` (T, 3)."""
+    from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
+
+    rots = axis_angle_to_matrix(pose)
+    parents = np.array(MEDIAPIPE_21_PARENTS)
+    joint = np.where(MANO21_FOR_MEDIAPIPE < 16, MANO21_FOR_MEDIAPIPE, -1)
+    g = np.empty((len(pose), 21, 3, 3))
+    p = np.empty((len(pose), 21, 3))
+    g[:, 0] = rots[:, 0]
+    p[:, 0] = translation
+    for k in range(1, 21):  # over the 20 bones, parents first (not over frames)
+        par = parents[k]
+        p[:, k] = p[:, par] + np.einsum("tij,j->ti", g[:, par], rest[k] - rest[par])
+        if joint[k] >= 0:
+            g[:, k] = g[:, par] @ rots[:, joint[k]]
+    return p
+
+
+def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
+                 config: PriorConfig) -> tuple[Track, int, int]:  # fmt: skip
+    """``track`` (MANO fitted; infilled rows of an earlier pass are re-solved) through the
+    prior: (the smoothed track, frames infilled, segments). Frames are video indices
+    ``stride`` apart; ``fps`` is the rate of the track's frames."""
+    check_track(track)
+    base = observed_rows(track)
+    if not config.enabled:
+        return base, 0, 1
+    step = (base.frames - base.frames[0]) // stride  # grid positions, 0-based
+    gap_limit = round(config.max_gap_s * fps)
+    breaks = np.flatnonzero(np.diff(step) - 1 > gap_limit) + 1
+    quats = make_continuous(matrix_to_quat(axis_angle_to_matrix(base.mano_pose)))
+    weights = joint_weights(base.confidence)
+    parts = []
+    for rows in np.split(np.arange(len(base)), breaks):
+        index = step[rows] - step[rows[0]]
+        sol = solve_segment(index, quats[rows], base.translation[rows], weights[rows],
+                            int(index[-1]) + 1, fps, config)  # fmt: skip
+        parts.append((rows, index, sol))
+    out = _assemble(base, parts, stride, intrinsics, gap_limit)
+    return out, len(out) - len(base), len(parts)
+
+
+def _assemble(base: Track, parts: list, stride: int, k: np.ndarray, gap_limit: int) -> Track:
+    """The output track: every grid frame of every segment, observed rows keeping their
+    observations, infilled rows carrying the model's projection and a guessed confidence."""
+    from handmocap.retarget.rotations import matrix_to_axis_angle
+
+    cols: dict[str, list[np.ndarray]] = {}
+    right = float(np.mean(base.right_prob))
+    for rows, index, sol in parts:
+        n = len(sol.quats)
+        observed = np.zeros(n, bool)
+        observed[index] = True
+        pose = matrix_to_axis_angle(quat_to_matrix(sol.quats))
+        start_pose = matrix_to_axis_angle(quat_to_matrix(sol.start_quats))
+        kp3 = hand_keypoints(base.rest_keypoints, pose, sol.translation)
+        frames = base.frames[rows[0]] + stride * np.arange(n)
+        proj = kp3 @ k.T
+        uv = proj[..., :2] / np.maximum(proj[..., 2:3], 1e-6)
+        rel_depth = (kp3[..., 2] - kp3[:, :1, 2]) * k[0, 0] / np.maximum(kp3[:, :1, 2], 1e-6)
+        world = kp3 - kp3.mean(axis=1, keepdims=True)
+        conf = _infill_confidence(index, base.confidence[rows], n, gap_limit)
+        seg = {
+            "frames": frames, "keypoints_2d": uv, "keypoints_rel_depth": rel_depth,
+            "world_landmarks": world, "confidence": conf,
+            "right_prob": np.full(n, right), "flags": np.full(n, int(FrameFlag.INFILLED)),
+            "mano_pose": pose, "translation": sol.translation, "keypoints_3d": kp3,
+            "frame_pose": start_pose, "frame_translation": sol.start_translation,
+        }  # fmt: skip
+        for name in ("keypoints_2d", "keypoints_rel_depth", "world_landmarks", "right_prob",
+                     "flags", "frame_pose", "frame_translation"):  # fmt: skip
+            seg[name][observed] = getattr(base, name)[rows]
+        for name, value in seg.items():
+            cols.setdefault(name, []).append(value)
+    stacked = {name: np.concatenate(v) for name, v in cols.items()}
+    stacked["flags"] = stacked["flags"].astype(np.uint8)
+    return replace(base, **stacked)
+
+
+def _infill_confidence(index: np.ndarray, conf: np.ndarray, n: int, gap_limit: int) -> np.ndarray:
+    """(n, 21): the observed rows' confidence ``conf`` (K, 21) at ``index``; a hidden row
+    gets INFILL_CONFIDENCE times the lower of its two observed neighbours', falling
+    linearly with its distance to the nearer one (in units of ``gap_limit + 1``)."""
+    grid = np.arange(n)
+    after = np.clip(np.searchsorted(index, grid), 0, len(index) - 1)
+    before = np.clip(after - 1, 0, None)
+    after = np.where(index[after] < grid, before, after)
+    edge = np.minimum(conf[before], conf[after])
+    dist = np.minimum(np.abs(grid - index[before]), np.abs(index[after] - grid))
+    guess = INFILL_CONFIDENCE * edge * (1.0 - dist / (gap_limit + 1.0))[:, None]
+    out = guess.clip(0.0, 1.0)
+    out[index] = conf
+    return out
+
+
+def smooth_tracks(tracks: tuple[Track, ...], fps: float, stride: int, intrinsics: np.ndarray,
+                  config: PriorConfig) -> tuple[tuple[Track, ...], PriorReport]:  # fmt: skip
+    """Every track of a take through :func:`smooth_track`."""
+    config = config.validated()
+    started = time.perf_counter()
+    out, infilled, segments = [], 0, 0
+    for tr in tracks:
+        smoothed, filled, parts = smooth_track(tr, fps, stride, intrinsics, config)
+        out.append(smoothed)
+        infilled += filled
+        segments += parts
+    return tuple(out), PriorReport(infilled, segments, time.perf_counter() - started)
+
+
+def prior_facts(config: PriorConfig, report: PriorReport | None) -> dict:
+    """The stage's settings and, when it ran, what it did: a take header's
+    ``stages["motion_prior"]``."""
+    facts: dict = {"smoothing": config.smoothing, "max_gap_s": config.max_gap_s}
+    if report is not None:
+        facts.update(infilled_frames=report.infilled_frames, segments=report.segments,
+                     seconds=round(report.seconds, 3))  # fmt: skip
+    return facts
+
+
+def resolve_take(take: Take, config: PriorConfig) -> tuple[Take, PriorReport]:
+    """Re-solve a saved take's motion prior with ``config`` (``handmocap smooth``), from the
+    per-frame fit and the observations it stores: no video, no networks.
+
+    Raises HandmocapError, before any work, for a take without a MANO fit, one from an
+    engine that did not store the per-frame fit (take format v1), or a track too short.
+    """
+    config = config.validated()
+    if not take.tracks:
+        raise HandmocapError("the take has no tracks: there is nothing to smooth")
+    for tr in take.tracks:
+        check_track(tr)
+        if tr.frame_pose is None:
+            raise HandmocapError(
+                f"track {tr.track_id} has no per-frame fit stored: the take comes from an "
+                "older engine (take format v1). Capture the video again to smooth it"
+            )
+    header = take.header
+    stride = header.frame_range.stride if header.frame_range is not None else 1
+    tracks, report = smooth_tracks(take.tracks, header.fps, stride, header.intrinsics, config)
+    stages = dict(header.engine.stages or {})
+    stages["motion_prior"] = prior_facts(config, report if config.enabled else None)
+    engine = replace(header.engine, stages=stages)
+    return Take(replace(header, engine=engine), tracks), report
