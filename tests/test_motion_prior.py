@@ -44,9 +44,7 @@ def _noisy(pose: np.ndarray, transl: np.ndarray, deg: float, mm: float, seed: in
     rng = np.random.default_rng(seed)
     noise = rng.normal(size=pose.shape)
     noise *= np.radians(deg) / np.sqrt(3)
-    jittered = np.einsum(
-        "tjab,tjbc->tjac", axis_angle_to_matrix(pose), axis_angle_to_matrix(noise)
-    )
+    jittered = np.einsum("tjab,tjbc->tjac", axis_angle_to_matrix(pose), axis_angle_to_matrix(noise))
     from handmocap.retarget.rotations import matrix_to_axis_angle
 
     return matrix_to_axis_angle(jittered), transl + rng.normal(size=transl.shape) * mm / 1000
@@ -203,7 +201,7 @@ def test_a_strength_out_of_range_is_refused(smoothing: float) -> None:
 def test_tracks_the_prior_cannot_take_are_refused_by_name() -> None:
     pose, transl = _true_motion(10)
     short = _track(pose[:2], transl[:2])
-    with pytest.raises(HandmocapError, match="track 0 has 2 observed frame.*at least 3"):
+    with pytest.raises(HandmocapError, match=r"track 0 has 2 observed frame.*at least 3"):
         mp.check_track(short)
     full = _track(pose, transl)
     from dataclasses import replace
@@ -211,9 +209,91 @@ def test_tracks_the_prior_cannot_take_are_refused_by_name() -> None:
     no_mano = replace(full, mano_pose=None, mano_betas=None, translation=None,
                       keypoints_3d=None, rest_keypoints=None, frame_pose=None,
                       frame_translation=None)  # fmt: skip
-    with pytest.raises(HandmocapError, match="has no MANO fit.*without --skip-mano"):
+    with pytest.raises(HandmocapError, match=r"has no MANO fit.*without --skip-mano"):
         mp.check_track(no_mano)
     old = replace(full, frame_pose=None, frame_translation=None)
     take = Take(make_header("clip.mp4", FPS, 640, 480, K, "user"), (old,))
-    with pytest.raises(HandmocapError, match="older engine.*Capture the video again"):
+    with pytest.raises(HandmocapError, match=r"older engine.*Capture the video again"):
         mp.resolve_take(take, mp.PriorConfig())
+
+
+# --- handmocap smooth ---------------------------------------------------------------------------
+def _take_file(tmp_path, track: Track, name: str = "take.npz"):
+    take = Take(make_header("clip.mp4", FPS, 640, 480, K, "user", hand_model="open"), (track,))
+    return take.save(tmp_path / name)
+
+
+def test_smooth_rewrites_the_take_at_another_strength(capsys, tmp_path) -> None:
+    """The CLI re-solves from the stored per-frame fit, records the strength in the header
+    and leaves the input byte-identical."""
+    from handmocap.inference import cli
+    from handmocap.take import load_take
+
+    pose, transl = _true_motion(60)
+    frames = np.r_[0:25, 31:60]
+    src = _take_file(tmp_path, _track(*_noisy(pose[frames], transl[frames], 3.0, 3.0), frames))
+    before = src.read_bytes()
+    out = tmp_path / "smooth.npz"
+    assert cli.main(["smooth", str(src), "--smoothing", "2", "-o", str(out)]) == 0
+    assert src.read_bytes() == before
+    take = load_take(out)
+    assert take.header.engine.stages["motion_prior"]["smoothing"] == 2.0
+    assert take.header.engine.stages["motion_prior"]["infilled_frames"] == 6
+    assert np.array_equal(take.tracks[0].frames, np.arange(60))
+    assert "6 frame(s) filled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--smoothing", "5"], "--smoothing must be a number from 0"),
+        (["--smoothing", "nan"], "--smoothing must be a number from 0"),
+    ],
+)
+def test_smooth_refuses_bad_strengths_and_writes_nothing(capsys, tmp_path, flags, message):
+    from handmocap.inference import cli
+
+    pose, transl = _true_motion(20)
+    src = _take_file(tmp_path, _track(pose, transl))
+    out = tmp_path / "out.npz"
+    assert cli.main(["smooth", str(src), *flags, "-o", str(out)]) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.npz"]
+
+
+def test_smooth_refuses_takes_it_cannot_resolve_and_writes_nothing(capsys, tmp_path) -> None:
+    """A take without a MANO fit, one from an older engine (no per-frame fit), a track of 2
+    frames, the output named as the input: one line each, no file."""
+    from dataclasses import replace
+
+    from handmocap.inference import cli
+
+    pose, transl = _true_motion(20)
+    full = _track(pose, transl)
+    cases = {
+        "no_mano.npz": (
+            replace(
+                full,
+                mano_pose=None,
+                mano_betas=None,
+                translation=None,
+                keypoints_3d=None,
+                rest_keypoints=None,
+                frame_pose=None,
+                frame_translation=None,
+            ),
+            "has no MANO fit",
+        ),
+        "old.npz": (replace(full, frame_pose=None, frame_translation=None), "older engine"),
+        "short.npz": (_track(pose[:2], transl[:2]), "2 observed frame(s)"),
+    }
+    for name, (track, message) in cases.items():
+        src = _take_file(tmp_path, track, name)
+        out = tmp_path / f"out_{name}"
+        assert cli.main(["smooth", str(src), "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    src = tmp_path / "old.npz"
+    assert cli.main(["smooth", str(src), "-o", str(src)]) == 1
+    assert "is the input take" in capsys.readouterr().err
