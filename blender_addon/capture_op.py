@@ -36,8 +36,8 @@ from handmocap.take import Take, load_take
 
 from .apply_take import AnimationSnapshot, ApplyResult, apply_take
 from .armature_io import detect_armature
-from .engine import CaptureRequest, EngineRun
-from .preferences import addon_prefs
+from .engine import MOTION_PRIOR, CaptureRequest, EngineInfo, EngineRun, SmoothRequest
+from .preferences import EngineCheck, addon_prefs
 
 
 def resolve_mapping(obj: bpy.types.Object | None, settings) -> RigMapping:
@@ -164,6 +164,32 @@ def read_take(path: Path) -> Take:
                              f"{err}): the file is damaged; capture again") from err  # fmt: skip
 
 
+def engine_python(context: bpy.types.Context) -> str:
+    """The engine interpreter the preferences name (a ``//`` path made absolute)."""
+    return bpy.path.abspath(addon_prefs(context).engine_python)
+
+
+def checked_engine(context: bpy.types.Context) -> EngineInfo | None:
+    """What Check Engine reported, when it was about the interpreter the preferences name
+    now (None before a check, or after the preferences changed to another one)."""
+    info = EngineCheck.info
+    python = engine_python(context)
+    if info is None or not python:
+        return None
+    same = os.path.abspath(info.python) == os.path.abspath(os.path.expanduser(python))
+    return info if same else None
+
+
+def capture_smoothing(context: bpy.types.Context) -> float | None:
+    """The capture's ``--smoothing``: the panel's slider, clamped to the engine's range,
+    when the checked engine has the motion prior (the slider is shown only then); None
+    (the flag left out, the engine's default) otherwise."""
+    info = checked_engine(context)
+    if info is None or info.smoothing is None:
+        return None
+    return info.smoothing.clamp(context.scene.handmocap.prior_smoothing)
+
+
 def one_line(text: str, limit: int = 500) -> str:
     """``text`` as one line for Blender's report (whitespace runs collapsed, cut)."""
     line = " ".join(str(text).split())
@@ -202,6 +228,8 @@ class CaptureSession:
     ``scene_start`` overrides where the take lands (re-capturing a range).
     """
 
+    sides: tuple[str, ...] | None = None  # the hands to key; None: the panel's Hands
+
     def __init__(self, context: bpy.types.Context, video_range: tuple[int, int] | None = None,
                  scene_start: int | None = None):  # fmt: skip
         scene = context.scene
@@ -232,7 +260,7 @@ class CaptureSession:
                 start=start, end=end, stride=settings.stride,
                 max_hands=2 if settings.hands == "BOTH" else 1,
                 mano_dir=Path(bpy.path.abspath(prefs.mano_dir)) if prefs.mano_dir else None,
-                fps=settings.video_fps or None,
+                fps=settings.video_fps or None, smoothing=capture_smoothing(context),
             )  # fmt: skip
             self.run = EngineRun(request)
         except BaseException:
@@ -271,14 +299,52 @@ class CaptureSession:
         take_path = self.run.take_path
         take = read_take(take_path)
         if not take.tracks:
-            raise HandmocapError(f"no hands were found in {self.run.request.video}; nothing "
+            raise HandmocapError(f"no hands were found in {self.run.request.source}; nothing "
                                  "was keyed")  # fmt: skip
         settings = replace(self.settings.apply_settings(self.take_name, str(take_path)),
                            scene_start=self.scene_start)  # fmt: skip
+        if self.sides is not None:
+            settings = replace(settings, sides=self.sides)
         result = apply_take(self.live_target(), take, self.mapping, settings, context.scene)
         if not result.actions:
             raise HandmocapError("; ".join(result.messages) or "nothing was keyed")
         return result
+
+
+# A take's name ends in the capture's time and token (new_take_path); a re-solved take
+# gets its own.
+_TAKE_STAMP = re.compile(r"_\d{8}-\d{6}_[0-9a-f]{8}$")
+
+
+class PriorSession(CaptureSession):
+    """Re-solve the motion prior of a take already keyed (``handmocap smooth``, no video)
+    into a new take next to it, and key that like a capture: at ``scene_start`` (where the
+    old take landed), the hands ``sides`` only."""
+
+    def __init__(self, context: bpy.types.Context, take: Path, smoothing: float,
+                 scene_start: int, sides: tuple[str, ...]):  # fmt: skip
+        self.settings = settings = context.scene.handmocap
+        self.target = settings.target
+        self.mapping = resolve_mapping(self.target, settings)
+        info = checked_engine(context)
+        if info is not None and not info.has_stage(MOTION_PRIOR):
+            raise HandmocapError(f"the engine at {info.python} (handmocap {info.version}) has "
+                                 "no motion prior: update handmocap in the engine's "
+                                 "environment, then Check Engine again in the add-on's "
+                                 "preferences")  # fmt: skip
+        span = info.smoothing if info is not None else None
+        self.smoothing = span.clamp(smoothing) if span is not None else float(smoothing)
+        self.scene_start, self.sides = scene_start, sides
+        stem = _TAKE_STAMP.sub("", take.stem).removesuffix("_prior") + "_prior"
+        self.take_path = new_take_path(take.parent, stem)
+        self.take_name = self.take_path.stem
+        try:
+            request = SmoothRequest(python=engine_python(context), take=take,
+                                    take_path=self.take_path, smoothing=self.smoothing)  # fmt: skip
+            self.run = EngineRun(request)
+        except BaseException:
+            self.discard_take()
+            raise
 
 
 def summary(result: ApplyResult) -> str:
@@ -298,6 +364,7 @@ class CaptureOperatorBase:
     bl_options = {"REGISTER", "UNDO"}
     # True where after_apply edits keys that were there before (the snapshot then saves them)
     edits_existing_keys = False
+    activity = "Hand capture"  # names the run in the status bar
 
     _session: CaptureSession | None = None
     _timer = None
@@ -336,7 +403,7 @@ class CaptureOperatorBase:
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.progress_begin(0, 1000)
         wm.modal_handler_add(self)
-        context.workspace.status_text_set("Hand capture: starting the engine (Esc cancels)")
+        context.workspace.status_text_set(f"{self.activity}: starting the engine (Esc cancels)")
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
@@ -352,14 +419,15 @@ class CaptureOperatorBase:
         if event.type == "ESC":
             self._abort()
             self._end_ui(context)
-            self.report({"WARNING"}, "capture cancelled; the scene is unchanged")
+            label = self._session.run.request.label
+            self.report({"WARNING"}, f"{label} cancelled; the scene is unchanged")
             return {"CANCELLED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         done = self._session.poll()
         run = self._session.run
         context.window_manager.progress_update(int(1000 * run.fraction))
-        context.workspace.status_text_set(f"Hand capture: {run.status} (Esc cancels)")
+        context.workspace.status_text_set(f"{self.activity}: {run.status} (Esc cancels)")
         if not done:
             return {"RUNNING_MODAL"}
         self._end_ui(context)
@@ -378,8 +446,12 @@ class CaptureOperatorBase:
             report_failure(self, err)
             return {"CANCELLED"}
         session.settings.last_take = str(session.take_path)
-        self.report({"WARNING"} if result.messages else {"INFO"}, one_line(summary(result)))
+        self.report({"WARNING"} if result.messages else {"INFO"}, one_line(self.done_text(result)))
         return {"FINISHED"}
+
+    def done_text(self, result: ApplyResult) -> str:
+        """The report line of a run that keyed its take."""
+        return summary(result)
 
     def _abort(self) -> None:
         """Stop the engine and delete the take (a cancelled or failed capture keeps none)."""

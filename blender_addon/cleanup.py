@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Cleanup tools for captured hands: re-smooth a range, fill a gap, swap the hands on a
-range, reduce keys to a tolerance, bake onto Rigify's FK controls.
+range, reduce keys to a tolerance, bake onto Rigify's FK controls; and what re-solving a
+range with the motion prior needs (the take the hands came from, :func:`recorded_take`).
 
 They work on the handmocap Actions of the target armature (Actions carrying ``hm_side``,
 active or on NLA tracks). Each bone's quaternion is sampled on whole frames as Blender
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -92,6 +94,26 @@ def _require_actions(obj: bpy.types.Object | None) -> dict[str, bpy.types.Action
     if not actions:
         raise HandmocapError(f"{obj.name} has no captured hands to clean up; capture first")
     return actions
+
+
+def recorded_take(obj: bpy.types.Object, actions: dict[str, bpy.types.Action]) -> Path:
+    """The take file ``obj``'s handmocap Actions (side -> Action) were keyed from
+    (``hm_take``), checked to be there. Raises HandmocapError saying what to do when they
+    record none, record different takes, or the file is gone."""
+    recorded = {str(a.get("hm_take", "")) for a in actions.values()}
+    if "" in recorded:
+        raise HandmocapError(f"the captured hands on {obj.name} do not record the take they "
+                             "came from: capture again to re-solve them")  # fmt: skip
+    if len(recorded) > 1:
+        names = ", ".join(sorted(Path(p).name for p in recorded))
+        raise HandmocapError(f"the hands on {obj.name} come from different takes ({names}); "
+                             "re-solving needs both from one capture")  # fmt: skip
+    path = Path(bpy.path.abspath(recorded.pop()))
+    if not path.is_file():
+        raise HandmocapError(f"{obj.name}'s hands were captured from {path}, which is missing "
+                             "(moved or deleted): put the take back there, or capture "
+                             "again")  # fmt: skip
+    return path
 
 
 def _range_frames(start: int, end: int) -> np.ndarray:

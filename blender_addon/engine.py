@@ -9,6 +9,7 @@ never waits on the engine, and a crash of the engine is a message, not a crashed
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import signal
@@ -33,6 +34,46 @@ class EngineError(HandmocapError):
     """The engine cannot be used: not found, too old, models missing, or it failed."""
 
 
+MOTION_PRIOR = "motion_prior"
+
+
+@dataclass(frozen=True)
+class SmoothingRange:
+    """The motion prior's strength S as the engine takes it (``--smoothing``): ``minimum``
+    (0, the per-frame fit) to ``maximum``, ``default`` when the flag is not given."""
+
+    minimum: float
+    maximum: float
+    default: float
+
+    def clamp(self, value: float) -> float:
+        """``value`` brought into the range (a slider can hold a value from an older one)."""
+        return min(self.maximum, max(self.minimum, float(value)))
+
+
+SMOOTHING_BEFORE_CHECK = SmoothingRange(0.0, 4.0, 1.0)
+"""What the Smoothing sliders hold until an engine reports its own range (the range of the
+engine this add-on version ships with)."""
+
+
+def _smoothing_range(report: Mapping) -> SmoothingRange | None:
+    """The ``smoothing`` of an info report, or None when the engine has no motion prior or
+    reports no usable range (then the add-on offers no smoothing control)."""
+    stages, found = report.get("stages"), report.get("smoothing")
+    if not isinstance(stages, Mapping) or stages.get(MOTION_PRIOR) is not True:
+        return None
+    if not isinstance(found, Mapping):
+        return None
+    values = [found.get(k) for k in ("min", "max", "default")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values):  # fmt: skip
+        return None
+    low, high, default = (float(v) for v in values)
+    if not 0.0 <= low <= default <= high or low == high:
+        return None
+    return SmoothingRange(low, high, default)
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """What ``handmocap info --json`` reports about an engine interpreter."""
@@ -45,6 +86,7 @@ class EngineInfo:
     models_note: str
     take_version: int | None
     stages: Mapping[str, bool] = field(default_factory=dict)
+    smoothing: SmoothingRange | None = None  # the motion prior's, None without the stage
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", MappingProxyType(dict(self.stages)))
@@ -148,6 +190,7 @@ def query_engine(python: str, device: str = "auto", timeout_s: float = 180.0) ->
         models_note=report.get("models_error", report.get("models_folder", "")),
         take_version=report.get("take_version"),
         stages=report.get("stages", {}),
+        smoothing=_smoothing_range(report),
     )
 
 
@@ -164,7 +207,9 @@ def in_blender_terms(message: str) -> str:
 
 @dataclass(frozen=True)
 class CaptureRequest:
-    """One capture run. Frames are video frame indices (end exclusive, None = to the end)."""
+    """One capture run. Frames are video frame indices (end exclusive, None = to the end).
+    ``smoothing`` is the motion prior's strength (``--smoothing``), None to leave the flag
+    out (an engine without the stage, or its own default)."""
 
     python: str
     video: Path
@@ -177,6 +222,22 @@ class CaptureRequest:
     mano_dir: Path | None = None
     fov_deg: float | None = None
     fps: float | None = None  # the video's frame rate, where the file does not state it
+    smoothing: float | None = None
+
+    label = "capture"  # what the run is called in its messages
+    doing = "capturing"
+
+    @property
+    def source(self) -> Path:
+        """The input the engine reads."""
+        return Path(self.video)
+
+    def missing_source(self) -> str:
+        return f"video not found: {self.video}"
+
+    def failure(self, code: int, tail: str) -> str:
+        """The message for an engine that ended without a result or an error event."""
+        return f"the engine stopped unexpectedly (exit code {code}): {tail}"
 
     def command(self) -> list[str]:
         cmd = [str(self.python), "-m", ENGINE_MODULE, "capture", str(self.video),
@@ -191,17 +252,52 @@ class CaptureRequest:
             cmd += ["--fov", str(self.fov_deg)]
         if self.fps:
             cmd += ["--fps", repr(float(self.fps))]
+        if self.smoothing is not None:
+            cmd += ["--smoothing", repr(float(self.smoothing))]
         return cmd
 
 
-class EngineRun:
-    """A capture in a child process. Call :meth:`poll` often (it never blocks); when
-    :attr:`finished`, read :attr:`take_path` or :attr:`error`."""
+@dataclass(frozen=True)
+class SmoothRequest:
+    """One re-solve of a take's motion prior (``handmocap smooth``): no video, no networks.
+    ``take_path`` is the new take (never the input ``take``)."""
 
-    def __init__(self, request: CaptureRequest):
+    python: str
+    take: Path
+    take_path: Path
+    smoothing: float
+
+    label = "re-solve"
+    doing = "re-solving the motion prior"
+
+    @property
+    def source(self) -> Path:
+        return Path(self.take)
+
+    def missing_source(self) -> str:
+        return f"take not found: {self.take}"
+
+    def failure(self, code: int, tail: str) -> str:
+        if "invalid choice: 'smooth'" in tail:  # argparse of an engine before the stage
+            return (f"the engine at {self.python} has no motion prior (no 'smooth' command): "
+                    "update handmocap in the engine's environment")  # fmt: skip
+        return f"the engine stopped unexpectedly (exit code {code}): {tail}"
+
+    def command(self) -> list[str]:
+        return [str(self.python), "-m", ENGINE_MODULE, "smooth", str(self.take),
+                "-o", str(self.take_path), "--smoothing", repr(float(self.smoothing)),
+                "--progress", "jsonl"]  # fmt: skip
+
+
+class EngineRun:
+    """A capture (or a re-solve, :class:`SmoothRequest`) in a child process. Call
+    :meth:`poll` often (it never blocks); when :attr:`finished`, read :attr:`take_path` or
+    :attr:`error`."""
+
+    def __init__(self, request: CaptureRequest | SmoothRequest):
         python = _check_python(request.python)
-        if not Path(request.video).exists():
-            raise EngineError(f"video not found: {request.video}")
+        if not request.source.exists():
+            raise EngineError(request.missing_source())
         self.request = request
         self.events: queue.Queue[dict] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=20)
@@ -271,7 +367,8 @@ class EngineRun:
 
     # What the status text calls each engine stage (an unknown one: its name).
     STAGE_TEXT = {"tracking": "tracking", "mano_fit": "fitting MANO",
-                  "overlay": "drawing the overlay", "writing_take": "writing the take"}  # fmt: skip
+                  MOTION_PRIOR: "solving the motion prior", "overlay": "drawing the overlay",
+                  "writing_take": "writing the take"}  # fmt: skip
 
     @staticmethod
     def _left(eta: object) -> str:
@@ -292,7 +389,8 @@ class EngineRun:
         kind = event.get("event")
         if kind == "start":
             self.total = int(event.get("frames") or 0)
-            self.status = f"capturing on {event.get('device', '?')}"
+            device = event.get("device")
+            self.status = self.request.doing + (f" on {device}" if device else "")
             self._take_overall(event)
         elif kind == "stage":
             self.done, self.total = 0, int(event.get("total") or 0)
@@ -322,14 +420,14 @@ class EngineRun:
         self.finished = True
         code = self.process.returncode
         if self.cancelled:
-            self.error = "capture cancelled"
+            self.error = f"{self.request.label} cancelled"
         elif code == 0 and self._done_event is not None and Path(self.request.take_path).is_file():
             self.take_path = Path(self.request.take_path)
-            self.status = "capture finished"
+            self.status = f"{self.request.label} finished"
             return
         elif self.error is None:
             tail = " | ".join(list(self.stderr_tail)[-3:]) or "no message"
-            self.error = f"the engine stopped unexpectedly (exit code {code}): {tail}"
+            self.error = self.request.failure(code, tail)
         Path(self.request.take_path).unlink(missing_ok=True)
 
     def cancel(self, grace_s: float = 2.0) -> None:

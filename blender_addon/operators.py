@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Operators behind the panel's buttons other than Capture: the mapping editor, the
-cleanup tools, re-capturing a range and FBX export. Each is a thin shell: it checks its
-inputs, calls plain functions, and reports one line. A failure of any kind is one error
-line too, and the operators that edit animation put the armature back first."""
+cleanup tools, re-capturing a range, re-solving it with the motion prior, and FBX export.
+Each is a thin shell: it checks its inputs, calls plain functions, and reports one line. A
+failure of any kind is one error line too, and the operators that edit animation put the
+armature back first."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .armature_io import detect_armature
 from .capture_op import (
     CaptureOperatorBase,
     CaptureSession,
+    PriorSession,
     report_failure,
     resolve_mapping,
     rollback,
@@ -251,6 +253,43 @@ class HM_OT_recapture_range(CaptureOperatorBase, bpy.types.Operator):
         cleanup.merge_new_takes(_target(context), old, a, b)
 
 
+class HM_OT_resolve_prior(CaptureOperatorBase, bpy.types.Operator):
+    """Solve the motion prior again, with the smoothing set here, on the take the hands were
+    captured from (no video needed), and replace the keys on the frame range only; the new
+    take is written next to the old one (Esc cancels)"""
+
+    bl_idname = "handmocap.resolve_prior"
+    bl_label = "Re-solve with Motion Prior"
+    edits_existing_keys = True
+    activity = "Motion prior"
+
+    def make_session(self, context) -> CaptureSession:
+        obj = _target(context)
+        actions = cleanup.handmocap_actions(obj)
+        if not actions:
+            raise HandmocapError(f"{obj.name} has no handmocap Actions (no captured hands) to "
+                                 "re-solve; capture first")  # fmt: skip
+        s = _settings(context)
+        if s.range_end < s.range_start:
+            raise HandmocapError(f"the frame range {s.range_start}-{s.range_end} is empty")
+        take = cleanup.recorded_take(obj, actions)
+        first = next(iter(actions.values()))  # where apply_take put the take's first frame
+        self._replace = (s.range_start, s.range_end, dict(actions))
+        return PriorSession(context, take, s.resolve_smoothing,
+                            scene_start=int(first.get("hm_scene_start", s.scene_start)),
+                            sides=tuple(actions))  # fmt: skip
+
+    def after_apply(self, context) -> None:
+        a, b, old = self._replace
+        cleanup.merge_new_takes(_target(context), old, a, b)
+
+    def done_text(self, result) -> str:
+        (a, b, _), session = self._replace, self._session
+        text = (f"re-solved frames {a}-{b} with the motion prior (smoothing "
+                f"{session.smoothing:g}); new take {session.take_path.name}")  # fmt: skip
+        return text + ("" if not result.messages else " (" + "; ".join(result.messages) + ")")
+
+
 class HM_OT_export_fbx(_Reporting, bpy.types.Operator):
     """Export the armature and its animation as FBX with the chosen preset"""
 
@@ -270,4 +309,4 @@ class HM_OT_export_fbx(_Reporting, bpy.types.Operator):
 
 CLASSES = (HM_OT_mapping_from_rig, HM_OT_mapping_save, HM_OT_mapping_load, HM_OT_smooth_range,
            HM_OT_fill_gap, HM_OT_swap_hands, HM_OT_reduce_keys, HM_OT_bake_fk,
-           HM_OT_recapture_range, HM_OT_export_fbx)  # fmt: skip
+           HM_OT_recapture_range, HM_OT_resolve_prior, HM_OT_export_fbx)  # fmt: skip

@@ -7,8 +7,18 @@ import json
 
 import bpy
 
+from .engine import MOTION_PRIOR
 from .preferences import EngineCheck
 from .rig_status import rig_fingerprint, rig_status
+
+
+def _has_motion_prior(context) -> bool:
+    """Whether the checked engine (of the interpreter in the preferences) reports the motion
+    prior: its Smoothing controls are drawn only then."""
+    from .capture_op import checked_engine
+
+    info = checked_engine(context)
+    return info is not None and info.has_stage(MOTION_PRIOR) and info.smoothing is not None
 
 
 class _HandMocapPanel:
@@ -43,6 +53,8 @@ class HM_PT_capture(_HandMocapPanel, bpy.types.Panel):
         layout.prop(s, "device")
         layout.prop(s, "scene_start")
         layout.prop(s, "use_nla")
+        if _has_motion_prior(context):
+            layout.prop(s, "prior_smoothing")
         info = EngineCheck.info
         if info is not None:
             # Only what this engine reports it has; stages it lacks get no control.
@@ -122,6 +134,10 @@ class HM_PT_cleanup(_HandMocapPanel, bpy.types.Panel):
         layout.operator("handmocap.fill_gap")
         layout.operator("handmocap.swap_hands")
         layout.operator("handmocap.recapture_range")
+        if _has_motion_prior(context):
+            row = layout.row(align=True)
+            row.prop(s, "resolve_smoothing")
+            row.operator("handmocap.resolve_prior")
         row = layout.row(align=True)
         row.prop(s, "reduce_tolerance")
         row.operator("handmocap.reduce_keys")

@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The panel's settings, stored on the scene (``scene.handmocap``), and how they become the
-engine's and the retargeter's config objects."""
+engine's and the retargeter's config objects.
+
+The two Smoothing sliders span the range of the engine this add-on ships with; they are
+drawn only when the checked engine reports its motion prior, and what they send is clamped
+to the range that engine reports."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from handmocap.retarget.solver import WristMode
 from handmocap.sides import BOTH, Side
 
 from .apply_take import ApplySettings, CameraPlacement
+from .engine import SMOOTHING_BEFORE_CHECK, SmoothingRange
 
 HANDS = (
     ("BOTH", "Both", "Capture both hands"),
@@ -52,6 +57,21 @@ SIDE = (
     ("RIGHT", "Right", ""),
 )
 FBX_PRESETS = (("UNITY", "Unity", ""), ("UNREAL", "Unreal", ""), ("GENERIC", "Generic", ""))
+CAPTURE_SMOOTHING = ("Motion prior strength for the capture: 0 keeps the per-frame fit (every "
+                     "frame solved on its own); higher gives smoother motion and fills short "
+                     "stretches where the hand was hidden")  # fmt: skip
+RESOLVE_SMOOTHING = ("Motion prior strength for Re-solve with Motion Prior: 0 puts back the "
+                     "per-frame fit; higher gives smoother motion and fills short stretches "
+                     "where the hand was hidden")  # fmt: skip
+
+
+def _smoothing(description: str, span: SmoothingRange):
+    """A Smoothing slider over ``span`` (the engine's range), starting at its default."""
+    return FloatProperty(
+        name="Smoothing", description=description, default=span.default,
+        min=span.minimum, max=span.maximum, soft_min=span.minimum, soft_max=span.maximum,
+        step=10, precision=2,
+    )  # fmt: skip
 
 
 def _is_armature(_self, obj: bpy.types.Object) -> bool:
@@ -117,6 +137,7 @@ class HM_CaptureSettings(bpy.types.PropertyGroup):
     wrist: EnumProperty(name="Wrist", items=WRIST, default="ROTATION")
     camera: EnumProperty(name="Camera", items=CAMERA, default="FRONT")
     device: EnumProperty(name="Device", items=DEVICE, default="PREFERENCES")
+    prior_smoothing: _smoothing(CAPTURE_SMOOTHING, SMOOTHING_BEFORE_CHECK)
     scene_start: IntProperty(
         name="Start at scene frame",
         default=1,
@@ -140,6 +161,7 @@ class HM_CaptureSettings(bpy.types.PropertyGroup):
         default=2.0,
         description="Gaussian smoothing, standard deviation in frames",
     )
+    resolve_smoothing: _smoothing(RESOLVE_SMOOTHING, SMOOTHING_BEFORE_CHECK)
     reduce_tolerance: FloatProperty(
         name="Tolerance",
         min=0.0,

@@ -63,9 +63,11 @@ def webxr_hand(side: str = "right"):
     return bs.import_hand(bpy.context.scene, files.glb(side), hand, (0.5, 0.4, 0.3), 1).armature
 
 
-def direction_errors(obj, take_path: str, side: str, measure=lambda bone: bone) -> np.ndarray:
+def direction_errors(obj, take_path: str, side: str, measure=lambda bone: bone,
+                     only: range | None = None) -> np.ndarray:  # fmt: skip
     """Degrees between each keyed finger bone's world direction (as Blender evaluates it)
-    and the take's MANO segment, over every frame of the take."""
+    and the take's MANO segment, over every frame of the take (``only``: the scene frames
+    among them that are in it)."""
     from bl_ext.user_default.handmocap.armature_io import detect_armature
 
     from handmocap.retarget.bone_names import MANO_JOINT_FOR_ROLE
@@ -84,6 +86,8 @@ def direction_errors(obj, take_path: str, side: str, measure=lambda bone: bone) 
     errors = []
     start = bpy.context.scene.handmocap.scene_start
     for i, _f in enumerate(track.frames):
+        if only is not None and start + i not in only:
+            continue
         bpy.context.scene.frame_set(start + i)
         for role, bone in mapping.hands[side].bones.items():
             j = MANO_JOINT_FOR_ROLE.get(role)
@@ -245,6 +249,7 @@ def scenario_capture_webxr(args) -> dict:
     dense_before = evaluated_rotations(obj, bones, outside)
     recapture_dense = bpy.ops.handmocap.recapture_range()
     dense_after = evaluated_rotations(obj, bones, outside)
+    resolve = resolve_with_prior(obj, bones)
     return {
         "status": sorted(status), "seconds": seconds, "keys": keys, "fbx_max_deg": fbx_errors,
         "dir_median": float(np.median(errors)), "dir_max": float(errors.max()),
@@ -266,7 +271,112 @@ def scenario_capture_webxr(args) -> dict:
         "recapture_dense_outside_drift_deg": float(angle_deg(dense_before, dense_after).max()),
         "actions_after_recapture": sorted(a.name for a in bpy.data.actions),
         "keys_after_recapture": {k: v[:2] for k, v in recaptured_keys.items()},
+        "resolve": resolve,
     }  # fmt: skip
+
+
+def _keys_by_curve(obj) -> dict[tuple, np.ndarray]:
+    """(action, path, index) -> (K, 2) float32 (frame, value) of every key (see _all_keys)."""
+    return {tuple(k[:3]): k[3].reshape(-1, 2) for k in _all_keys(obj)}
+
+
+def resolve_with_prior(obj, bones: list[str]) -> dict:
+    """Re-solve with Motion Prior on frames 10-20 at smoothing 3, with the real engine's
+    ``smooth`` on this capture's take (no second capture). First what it refuses, each
+    without starting the engine or with the engine's own error, scene and keys unchanged;
+    a re-solve cancelled while the engine runs; then the re-solve itself: keys outside the
+    range as they were, to the byte, keys inside from the new take, which lies next to the
+    old one (untouched) under a new name."""
+    import hashlib
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from bl_ext.user_default.handmocap import capture_op
+    from bl_ext.user_default.handmocap.cleanup import handmocap_actions
+    from bl_ext.user_default.handmocap.preferences import EngineCheck
+
+    from handmocap.take import load_take
+
+    s = bpy.context.scene.handmocap
+    bpy.ops.handmocap.check_engine()
+    EngineCheck.wait()
+    info = EngineCheck.info
+    span = info.smoothing if info is not None else None
+    out: dict = {"range": None if span is None else [span.minimum, span.maximum, span.default]}
+    actions = handmocap_actions(obj)
+    take = Path(next(iter(actions.values()))["hm_take"])
+    digest = hashlib.sha256(take.read_bytes()).hexdigest()
+    bare = bpy.data.objects.new("Bare", bpy.data.armatures.new("Bare"))
+    bpy.context.scene.collection.objects.link(bare)
+    bpy.context.view_layer.update()  # gives it its (empty) pose
+    s.range_start, s.range_end, s.resolve_smoothing = 10, 20, 3.0
+
+    def refused(name: str) -> dict:
+        files, keys, before = set(os.listdir(take.parent)), _all_keys(obj), fingerprint()
+        status = _run_capture(name, bpy.ops.handmocap.resolve_prior)
+        return {"status": status, "unchanged": fingerprint() == before,
+                "keys_unchanged": _same_keys(keys, _all_keys(obj)),
+                "takes_left": sorted(set(os.listdir(take.parent)) - files)}  # fmt: skip
+
+    def recorded(path: Path) -> None:
+        for action in actions.values():
+            action["hm_take"] = str(path)
+
+    s.target = bare
+    out["resolve_no_actions"] = refused("resolve_no_actions")
+    s.target = obj
+    recorded(take.parent / "moved_away.npz")
+    out["resolve_take_missing"] = refused("resolve_take_missing")
+    damaged = take.parent / "damaged.npz"
+    damaged.write_bytes(take.read_bytes()[: take.stat().st_size // 2])
+    recorded(damaged)
+    out["resolve_engine_error"] = refused("resolve_engine_error")
+    damaged.unlink()
+    recorded(take)
+    EngineCheck.info = replace(info, stages={**info.stages, "motion_prior": False},
+                               smoothing=None)  # fmt: skip
+    out["resolve_no_stage"] = refused("resolve_no_stage")
+    EngineCheck.info = info
+    # cancelled while the engine runs (what Esc does): its new take goes, the old stays
+    session = capture_op.PriorSession(bpy.context, take, 3.0, scene_start=1, sides=("right",))
+    existed = session.take_path.is_file()
+    capture_op.CaptureOperatorBase._abort(SimpleNamespace(_session=session))
+    out["resolve_cancelled"] = {"existed_while_running": existed,
+                                "left_after_cancel": session.take_path.exists(),
+                                "error": session.run.error}  # fmt: skip
+    # the re-solve
+    files, actions_before = set(os.listdir(take.parent)), sorted(a.name for a in bpy.data.actions)
+    keys_before = _keys_by_curve(obj)
+    inside = np.arange(10, 21)
+    rot_before = evaluated_rotations(obj, bones, inside, local=True)
+    out["status"] = _run_capture("resolve", bpy.ops.handmocap.resolve_prior)
+    keys_after = _keys_by_curve(obj)
+    rot_after = evaluated_rotations(obj, bones, inside, local=True)
+    outside_same, inside_counts = [], []
+    for curve, before in keys_before.items():
+        after = keys_after.get(curve, np.empty((0, 2), np.float32))
+        keep_b = (before[:, 0] < 10) | (before[:, 0] > 20)
+        keep_a = (after[:, 0] < 10) | (after[:, 0] > 20)
+        outside_same.append(before[keep_b].tobytes() == after[keep_a].tobytes())
+        if "rotation_quaternion" in curve[1]:
+            inside_counts.append(int(np.sum(~keep_a)))
+    change = angle_deg(rot_before, rot_after)
+    new_take = Path(s.last_take)
+    stages = (load_take(new_take).header.engine.stages or {}) if new_take.is_file() else {}
+    errors = direction_errors(obj, str(new_take), "right", only=range(10, 21))
+    out.update({
+        "curves": len(keys_before), "same_curves": sorted(keys_after) == sorted(keys_before),
+        "outside_identical": all(outside_same), "inside_keys_per_curve": sorted(set(inside_counts)),
+        "inside_change_deg": [float(np.median(change)), float(change.max())],
+        "inside_dir_deg": [float(np.median(errors)), float(errors.max()), len(errors)],
+        "new_take": new_take.name, "old_take": take.name,
+        "same_folder": new_take.parent == take.parent,
+        "new_files": sorted(set(os.listdir(take.parent)) - files),
+        "old_take_untouched": hashlib.sha256(take.read_bytes()).hexdigest() == digest,
+        "new_take_smoothing": dict(stages.get("motion_prior") or {}).get("smoothing"),
+        "actions_same": sorted(a.name for a in bpy.data.actions) == actions_before,
+    })  # fmt: skip
+    return out
 
 
 def scenario_capture_rigify(args) -> dict:

@@ -125,7 +125,7 @@ def _reached(root: Path, dirs: dict[str, Path]) -> tuple[dict[Path, tuple[str, .
 
 
 def _reaches(root: Path, forbidden: set[str], dirs: dict[str, Path]) -> list[str]:
-    """"chain -> module" for each ``forbidden`` top-level module that a file reached from
+    """ "chain -> module" for each ``forbidden`` top-level module that a file reached from
     ``root`` through the mapped packages imports (``root``'s own imports not counted), and
     "chain -> module (no such file)" where the scan cannot follow an import."""
     found, missing = _reached(root, dirs)

@@ -196,8 +196,12 @@ def test_touching_segments_share_their_confidence_keys():
 def test_a_non_finite_key_is_named():
     values = np.zeros((3, 2, 4))
     values[2, 1, 0] = np.nan
-    with pytest.raises(HandmocapError, match=re.escape(
-            "the right hand's rotations are not finite (bone 'index1.R', scene frame 12)")):
+    with pytest.raises(
+        HandmocapError,
+        match=re.escape(
+            "the right hand's rotations are not finite (bone 'index1.R', scene frame 12)"
+        ),
+    ):
         check_finite_keys(Side.RIGHT, "rotations", values, ("wrist.R", "index1.R"),
                           np.array([10.0, 11.0, 12.0]))  # fmt: skip
 
