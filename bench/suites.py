@@ -14,6 +14,7 @@ import numpy as np
 
 from handmocap.errors import HandmocapError
 
+from .prior_eval import pa_mpjpe_mm
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import load_ground_truth
 
@@ -225,19 +226,6 @@ def suite_engine(ref: float) -> Result:
     return Result("engine", suite_engine.__doc__.strip(), ref, tuple(metrics))
 
 
-def pa_mpjpe_mm(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(T, K) per-keypoint error in mm after the best similarity alignment per frame."""
-    a = pred - pred.mean(1, keepdims=True)
-    b = truth - truth.mean(1, keepdims=True)
-    u, s, vt = np.linalg.svd(np.einsum("tki,tkj->tij", a, b))
-    d = np.sign(np.linalg.det(u @ vt))
-    s[:, 2] *= d
-    u[:, :, 2] *= d[:, None]
-    r = u @ vt
-    scale = s.sum(1) / (a**2).sum((1, 2))
-    return 1000 * np.linalg.norm(scale[:, None, None] * a @ r - b, axis=-1)
-
-
 def suite_mano(ref: float) -> Result:
     """MANO regression on rendered clips with ground truth (true field of view given):
     PA-MPJPE of MediaPipe's world landmarks, of the IK network alone and after refinement;
@@ -438,6 +426,204 @@ def suite_keyframes(ref: float) -> Result:
     ))  # fmt: skip
 
 
+PRIOR_CLIPS = ("demo", "two_crossing", "occluded", "fast")
+PRIOR_SWEEP = (0.5, 1.0, 1.5, 2.0, 3.0)
+INFILL_RUNS = (5, 10, 15, 20, 30)
+
+
+def _prior_clip_metrics(preset: str, smoothings: tuple[float, ...]) -> list[Metric]:
+    """Per-frame fit vs the prior at each strength on one rendered clip (tracks pooled,
+    weighted by their frames)."""
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.motion_prior import DEFAULT_SMOOTHING, PriorConfig
+
+    from . import prior_eval as pe
+
+    mp4, npz = cached_clip(preset)
+    gt = load_ground_truth(npz)
+    config = CaptureConfig(fov_deg=gt.header["spec"]["fov_deg"], prior=PriorConfig(0.0))
+    take = capture(mp4, config).take
+
+    def truth(tr):
+        h = gt.handedness.index(tr.handedness)
+        return pe.TrackTruth(gt.keypoints_cam[tr.frames, h].astype(np.float64),
+                             gt.mano_pose[tr.frames, h].astype(np.float64))  # fmt: skip
+
+    def pooled(tracks, measure) -> dict[str, float]:
+        """Means over the tracks weighted by their frames; counts summed."""
+        rows = [(len(tr), measure(tr, truth(tr))) for tr in tracks]
+        keys = set.intersection(*(set(m) for _, m in rows))
+        total = sum(n for n, _ in rows)
+        return {k: sum(m[k] for _, m in rows) if k == "infilled_frames"
+                else sum(n * m[k] for n, m in rows) / total for k in sorted(keys)}  # fmt: skip
+
+    metrics = []
+    base = pooled(take.tracks, pe.track_metrics)
+    marks = pooled(take.tracks, lambda tr, t: pe.landmark_metrics(tr, t, take.header.intrinsics))
+    for name, value in marks.items():
+        metrics.append(Metric(f"{preset}_{name}", round(value, 3), "deg"))
+    for s in smoothings:
+        tracks, seconds = pe.smooth_take(take, s)
+        got = pooled(tracks, pe.track_metrics)
+        tag = "default" if s == DEFAULT_SMOOTHING else f"S{s:g}"
+        if s == DEFAULT_SMOOTHING:
+            for name, value in got.items():
+                if name in base:
+                    metrics.append(Metric(f"{preset}_{name}_perframe", round(base[name], 3), ""))
+                metrics.append(Metric(f"{preset}_{name}_prior", round(value, 3), "",
+                                      f"smoothing {s:g}"))  # fmt: skip
+            if "pa_mpjpe_infilled_mm" in got:
+                ratio = got["pa_mpjpe_infilled_mm"] / got["pa_mpjpe_mm"]
+                metrics.append(Metric(f"{preset}_infilled_vs_visible_error", round(ratio, 3),
+                                      "x", "target <= 1.5"))  # fmt: skip
+            metrics.append(Metric(f"{preset}_prior_ms", round(1000 * seconds, 1), "ms"))
+        ratio = got["accel_error_mm"] / base["accel_error_mm"]
+        metrics.append(Metric(f"{preset}_accel_ratio_{tag}", round(ratio, 3), "x per-frame",
+                              f"smoothing {s:g}; target <= 0.333"))  # fmt: skip
+        metrics.append(Metric(f"{preset}_flexion_error_median_{tag}",
+                              round(got["flexion_error_median_deg"], 2), "deg",
+                              f"smoothing {s:g}"))  # fmt: skip
+        metrics.append(Metric(f"{preset}_pa_mpjpe_{tag}", round(got["pa_mpjpe_mm"], 2), "mm"))
+    if preset in ("demo", "fast") and len(take.tracks) == 1:
+        metrics += _infill_runs(preset, take, truth)
+    if preset == "demo":
+        metrics += _addon_reduce_keys(take, (0.0, *smoothings))
+    return metrics
+
+
+def _addon_reduce_keys(take, smoothings: tuple[float, ...]) -> list[Metric]:
+    """The share of keys "Reduce keys" at 1 deg removes in Blender (the add-on's own
+    apply_take and reduce_keys on a WebXR hand rig) from the take re-solved at each
+    strength."""
+    from handmocap.inference.motion_prior import DEFAULT_SMOOTHING, PriorConfig, resolve_take
+
+    from .addon_keys import reduced_share
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in smoothings:
+            path = resolve_take(take, PriorConfig(s))[0].save(Path(tmp) / f"s{s:g}.npz")
+            before, after = reduced_share(path)
+            tag = "perframe" if s == 0 else "default" if s == DEFAULT_SMOOTHING else f"S{s:g}"
+            note = f"{before} keys; smoothing {s:g}; target >= 0.60"
+            share = round(1 - after / before, 3)
+            out.append(Metric(f"demo_addon_reduce_keys_removed_{tag}", share, "share", note))
+    return out
+
+
+def _infill_runs(preset: str, take, truth) -> list[Metric]:
+    """Hide runs of 5..30 frames in the middle of the track (rows dropped before the
+    prior) and compare the error on the filled frames with the visible ones."""
+    from handmocap.inference.motion_prior import PriorConfig, smooth_tracks
+    from handmocap.take import FrameFlag
+
+    from . import prior_eval as pe
+
+    tr = take.tracks[0]
+    h = take.header
+    out = []
+    for length in INFILL_RUNS:
+        start = (len(tr) - length) // 2
+        holed = pe.drop_run(tr, start, length)
+        config = PriorConfig(max_gap_s=10.0)  # fill every run, to see the error grow
+        (filled,), _ = smooth_tracks((holed,), h.fps, 1, h.intrinsics, config)
+        m = pe.track_metrics(filled, truth(filled))
+        hidden = (filled.flags & FrameFlag.INFILLED) > 0
+        if not hidden.any():
+            continue
+        ratio = m["pa_mpjpe_infilled_mm"] / m["pa_mpjpe_mm"]
+        note = f"PA-MPJPE {m['pa_mpjpe_infilled_mm']:.1f} mm on the run"
+        out.append(Metric(f"{preset}_infill_{length}_frames_error_ratio", round(ratio, 3),
+                          "x visible", note))  # fmt: skip
+    return out
+
+
+def _prior_office_metrics() -> list[Metric]:
+    """The real office clip: calm-third jitter of MediaPipe's world landmarks, the per-frame
+    fit and the prior; keys removed; the stage's share of the whole capture."""
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.motion_prior import DEFAULT_SMOOTHING, PriorConfig
+
+    from . import prior_eval as pe
+
+    started = time.perf_counter()
+    take = capture(OFFICE, CaptureConfig(prior=PriorConfig(0.0))).take
+    capture_s = time.perf_counter() - started
+    tracks, prior_s = pe.smooth_take(take, DEFAULT_SMOOTHING)
+    tr = max(take.tracks, key=len)
+    sm = max(tracks, key=len)
+    return [
+        Metric("office_calm_jitter_mediapipe_world", round(pe.calm_third_jitter_mm(
+            tr.world_landmarks.astype(np.float64)), 3), "mm/frame^2"),
+        Metric("office_calm_jitter_perframe", round(pe.calm_third_jitter_mm(
+            tr.keypoints_3d.astype(np.float64)), 3), "mm/frame^2"),
+        Metric("office_calm_jitter_prior", round(pe.calm_third_jitter_mm(
+            sm.keypoints_3d.astype(np.float64)), 3), "mm/frame^2", "target <= 0.8"),
+        Metric("office_keys_removed_perframe", round(pe.keys_removed(
+            tr.frames, tr.mano_pose.astype(np.float64)), 3), "share"),
+        Metric("office_keys_removed_prior", round(pe.keys_removed(
+            sm.frames, sm.mano_pose.astype(np.float64)), 3), "share"),
+        Metric("office_capture_s", round(capture_s, 2), "s", "per-frame capture, whole"),
+        Metric("office_prior_s", round(prior_s, 3), "s"),
+        Metric("office_prior_share_of_capture", round(prior_s / capture_s, 4), "share",
+               "target <= 0.20"),
+    ]  # fmt: skip
+
+
+def _prior_long_track() -> list[Metric]:
+    """10,000 frames of one track (the demo's per-frame fit repeated), timed, and the
+    stage's peak Python allocation per frame at 1,000 and 10,000 frames (flat = linear)."""
+    import tracemalloc
+    from dataclasses import replace
+
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.motion_prior import PriorConfig, smooth_tracks
+
+    mp4, npz = cached_clip("demo")
+    fov = load_ground_truth(npz).header["spec"]["fov_deg"]
+    take = capture(mp4, CaptureConfig(fov_deg=fov, prior=PriorConfig(0.0))).take
+    tr = take.tracks[0]
+    out = []
+    for n in (1_000, 10_000):
+        idx = np.arange(n) % len(tr)
+        names = ("keypoints_2d", "keypoints_rel_depth", "world_landmarks", "confidence",
+                 "right_prob", "flags", "mano_pose", "translation", "keypoints_3d",
+                 "frame_pose", "frame_translation")  # fmt: skip
+        long = replace(tr, frames=np.arange(n), **{k: getattr(tr, k)[idx] for k in names})
+        args = ((long,), take.header.fps, 1, take.header.intrinsics, PriorConfig())
+        started = time.perf_counter()
+        smooth_tracks(*args)
+        seconds = time.perf_counter() - started
+        tracemalloc.start()
+        smooth_tracks(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out.append(Metric(f"prior_{n}_frames_s", round(seconds, 3), "s", "target < 10 at 10,000"))
+        out.append(Metric(f"prior_{n}_frames_peak_kb_per_frame", round(peak / n / 1024, 2), "KB"))
+    return out
+
+
+def suite_prior(ref: float) -> Result:
+    """Motion prior vs the per-frame MANO fit, same takes, same run: on rendered clips with
+    ground truth (the demo, the two-hand crossing, a hand hidden behind a board, fast
+    finger taps) PA-MPJPE, acceleration error of the wrist-relative keypoints, finger
+    flexion-angle error and jitter against the landmarks' own, error on filled frames,
+    share of keys "Reduce keys" removes at 1 deg, for the default strength and a sweep;
+    infill error against hidden-run length; on the real office clip calm-third jitter
+    against MediaPipe's world landmarks and the stage's share of the capture; 10,000
+    frames timed."""
+    from handmocap.inference.motion_prior import DEFAULT_SMOOTHING
+
+    sweep = tuple(sorted({*PRIOR_SWEEP, DEFAULT_SMOOTHING}))
+    metrics: list[Metric] = []
+    for preset in PRIOR_CLIPS:
+        metrics += _prior_clip_metrics(preset, sweep)
+    if OFFICE.is_file():
+        metrics += _prior_office_metrics()
+    metrics += _prior_long_track()
+    return Result("prior", suite_prior.__doc__.strip(), ref, tuple(metrics))
+
+
 NOISE_SEEDS = (0, 1)
 
 
@@ -493,6 +679,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "retarget": suite_retarget,
     "keyframes": suite_keyframes,
     "render_spread": suite_render_spread,
+    "prior": suite_prior,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]
