@@ -85,7 +85,7 @@ def _add_smoothing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smoothing", type=float, default=DEFAULT_SMOOTHING, metavar="S",
         help=f"motion prior strength, 0..{MAX_SMOOTHING:g} (default {DEFAULT_SMOOTHING:g}): "
-        "motion faster than 6/S Hz is treated as noise and short hidden runs are filled; "
+        "motion faster than 3/S Hz is treated as noise and short hidden runs are filled; "
         "0 keeps the per-frame fit",
     )  # fmt: skip
 

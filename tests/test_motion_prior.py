@@ -85,11 +85,11 @@ def _accel_mm(kp: np.ndarray) -> np.ndarray:
 
 
 def test_the_cutoff_is_where_the_knob_says() -> None:
-    """A sinusoid at the cut-off (6 Hz / S) keeps about half its amplitude; one at a
+    """A sinusoid at the cut-off (3 Hz / S) keeps about half its amplitude; one at a
     tenth of it passes (>= 95 %), one at twice it is cut (<= 10 %). Jerk-only, the gain at
     the cut-off is exactly 1/2; the acceleration share adds a little."""
     n = 600
-    config = mp.PriorConfig(smoothing=2.0)
+    config = mp.PriorConfig(smoothing=1.0)
     lam_a, lam_j = config.penalties(FPS)
     t = np.arange(n) / FPS
     for hz, lo, hi in ((0.3, 0.95, 1.01), (3.0, 0.38, 0.55), (6.0, 0.0, 0.10)):
@@ -102,13 +102,13 @@ def test_the_cutoff_is_where_the_knob_says() -> None:
 
 def test_jitter_goes_and_the_motion_stays() -> None:
     """3 degrees of per-frame rotation noise and 3 mm of translation noise on a slow
-    motion (below 1.5 Hz) at strength 2 (a 3 Hz cut-off: white noise keeps ~sqrt(3/15) of
+    motion (below 1.5 Hz) at strength 1 (a 3 Hz cut-off: white noise keeps ~sqrt(3/15) of
     its size): the prior halves the rotation error at least, and the keypoints'
     acceleration error (what the animator sees as jitter) falls to a third or less."""
     pose, transl = _true_motion(240)
     noisy_pose, noisy_transl = _noisy(pose, transl, deg=3.0, mm=3.0)
     track = _track(noisy_pose, noisy_transl)
-    out = _smooth(track, 2.0)
+    out = _smooth(track, 1.0)
     before = _rot_err_deg(noisy_pose, pose).mean()
     after = _rot_err_deg(out.mano_pose, pose).mean()
     assert after <= 0.5 * before, (before, after)
@@ -129,9 +129,10 @@ def test_zero_is_the_per_frame_fit_exactly() -> None:
 
 
 def test_hidden_frames_are_filled_and_flagged_as_guesses() -> None:
-    """12 hidden frames (0.4 s) of a slow motion are filled within 4 degrees of the truth
-    per joint on average, flagged INFILLED, with at most half their neighbours' confidence;
-    the frames around them keep their observations."""
+    """12 hidden frames (0.4 s) of a motion with joints turning up to 1.5 Hz are filled
+    at least three times closer to the truth than holding the last seen pose (the
+    fallback of a per-frame capture), flagged INFILLED, with at most half their
+    neighbours' confidence; the frames around them keep their observations."""
     pose, transl = _true_motion(90)
     frames = np.r_[0:40, 52:90]
     track = _track(pose[frames], transl[frames], frames=frames)
@@ -140,7 +141,8 @@ def test_hidden_frames_are_filled_and_flagged_as_guesses() -> None:
     filled = (out.flags & FrameFlag.INFILLED) > 0
     assert np.array_equal(np.flatnonzero(filled), np.arange(40, 52))
     err = _rot_err_deg(out.mano_pose[filled], pose[40:52]).mean()
-    assert err < 4.0, err
+    held = _rot_err_deg(np.repeat(pose[39:40], 12, axis=0), pose[40:52]).mean()
+    assert err <= held / 3, (err, held)
     assert np.all(out.confidence[filled] <= 0.5 * 0.9 + 1e-6)
     assert np.all(out.confidence[filled] > 0.0)
     assert np.array_equal(out.keypoints_2d[~filled], track.keypoints_2d)
