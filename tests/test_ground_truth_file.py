@@ -9,6 +9,7 @@ from bench.synth.ground_truth import (
     FORMAT,
     VERSION,
     ClipGroundTruth,
+    Visibility,
     intrinsics_from_fov,
     load_ground_truth,
     project,
@@ -71,6 +72,34 @@ def test_validation_names_the_problem(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(HandmocapError, match="not a readable ground-truth file"):
         load_ground_truth(tmp_path / "junk.npz")
+
+
+def _resaved(path, tmp_path, name, version=None, code=None):
+    """A copy of the npz at ``path`` with another header version and/or one visibility code."""
+    content = dict(np.load(path))
+    header = json.loads(str(content["header"]))
+    if version is not None:
+        header["version"] = version
+    content["header"] = np.array(json.dumps(header))
+    if code is not None:
+        content["visibility"] = content["visibility"].copy()
+        content["visibility"][1, 0, 5] = code
+    np.savez(tmp_path / name, **content)
+    return tmp_path / name
+
+
+def test_version_1_files_stay_readable_and_object_occlusion_needs_version_2(tmp_path):
+    path = _clip().save(tmp_path / "clip.npz")
+    old = load_ground_truth(_resaved(path, tmp_path, "v1.npz", version=1))
+    assert old.header["version"] == 1 and old.header["occluder"] is None
+    object_code = int(Visibility.OCCLUDED_BY_OBJECT)
+    assert object_code == 4
+    with pytest.raises(HandmocapError, match=r"unknown codes \[4\]"):
+        load_ground_truth(_resaved(path, tmp_path, "v1_object.npz", version=1, code=object_code))
+    new = load_ground_truth(_resaved(path, tmp_path, "v2_object.npz", code=object_code))
+    assert VERSION == 2 and new.visibility[1, 0, 5] == object_code
+    with pytest.raises(HandmocapError, match=r"unknown codes \[7\]"):
+        load_ground_truth(_resaved(path, tmp_path, "v2_bad.npz", code=7))
 
 
 def test_projection_in_pixels():

@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from bench.synth.motion import KEY_POSES, articulation_track, random_pose, wrist_track
+from bench.synth.motion import (
+    KEY_POSES,
+    articulation_track,
+    fast_finger_track,
+    random_pose,
+    wrist_track,
+)
 from handmocap.retarget.joint_limits import limits_array
 from handmocap.retarget.rotations import angle_between
 
@@ -33,6 +39,32 @@ def test_same_seed_same_motion_other_seed_other_motion():
     c = articulation_track(np.random.default_rng(4), 100, FPS)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 10.0
+
+
+def _peak_step(track: np.ndarray) -> np.ndarray:
+    """(T - 1,) largest change of any anatomical angle from one frame to the next, degrees."""
+    return np.abs(np.diff(track, axis=0)).max(axis=(1, 2))
+
+
+def test_fast_fingers_stay_inside_the_limits_and_outrun_natural_motion():
+    lim = limits_array()
+    for seed in range(10, 16):
+        fast = fast_finger_track(np.random.default_rng(seed), 240, FPS)
+        natural = articulation_track(np.random.default_rng(seed), 240, FPS)
+        assert fast.shape == (240, 25, 3)
+        assert np.all(fast >= lim[..., 0] - 1e-9) and np.all(fast <= lim[..., 1] + 1e-9)
+        # Fist <-> spread moves the PIPs ~100 deg in at most 0.3 s (7 frames): minimum-jerk
+        # peak 1.875 x 100 / 7 = 27 deg/frame; natural motion peaks below 20 (see above).
+        assert _peak_step(fast).max() >= 2.0 * _peak_step(natural).max(), seed
+        # Not one burst: quick moves fill a good part of the clip.
+        assert np.mean(_peak_step(fast) > 20.0) > 0.1, seed
+        assert np.ptp(fast[:, :, 0], axis=0).max() > 60.0
+
+
+def test_fast_fingers_are_determined_by_the_seed():
+    a = fast_finger_track(np.random.default_rng(3), 100, FPS)
+    np.testing.assert_array_equal(a, fast_finger_track(np.random.default_rng(3), 100, FPS))
+    assert np.abs(a - fast_finger_track(np.random.default_rng(4), 100, FPS)).max() > 10.0
 
 
 def test_wrist_track_wobbles_within_its_amplitude():

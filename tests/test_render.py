@@ -17,6 +17,7 @@ from scipy.ndimage import binary_dilation
 from bench.synth.cache import cached_clip
 from bench.synth.clip_spec import PRESETS
 from bench.synth.ground_truth import Visibility, load_ground_truth
+from bench.synth.occluder import EDGE_FRAMES, plan_occluder
 from bench.synth.render_clip import plan_motion
 
 pytestmark = [pytest.mark.blender, pytest.mark.render]
@@ -116,6 +117,42 @@ def test_visibility_codes_are_sensible(demo):
     assert counts[Visibility.SELF_OCCLUDED] > 0
     assert counts[Visibility.OCCLUDED_BY_OTHER_HAND] == 0
     assert counts[Visibility.OUTSIDE_IMAGE] == 0
+
+
+# A few seconds: the "occluded" preset shrunk to 12 frames at 96x96, hidden for 2 of them.
+TINY_OCCLUDED = {"num_frames": 12, "occluder_frames": 2, "width": 96, "height": 96, "samples": 4}
+
+
+def test_occluder_hides_the_hand_in_the_truth_and_in_the_pixels(hands):
+    _, npz = cached_clip("occluded", **TINY_OCCLUDED)
+    gt = load_ground_truth(npz)
+    spec = PRESETS["occluded"].with_overrides(**TINY_OCCLUDED)
+    k, motions = plan_motion(spec, {s: hands[s] for s in spec.handedness})
+    keypoints = np.stack([m.keypoints_cam for m in motions], axis=1)  # as the renderer had
+    plan = plan_occluder(spec, keypoints, k)
+    hidden = range(plan.first_hidden, plan.last_hidden + 1)
+    assert list(hidden) == [5, 6]
+    assert gt.header["occluder"] == {"first_hidden": 5, "last_hidden": 6}
+    in_image = gt.visibility != Visibility.OUTSIDE_IMAGE
+    by_object = gt.visibility == Visibility.OCCLUDED_BY_OBJECT
+    for t in hidden:
+        assert by_object[t][in_image[t]].all(), t
+    # Blender's rays and the plan's box agree on every keypoint of every frame.
+    np.testing.assert_array_equal(by_object, plan.covers(keypoints) & in_image)
+    far = [t for t in range(gt.num_frames) if t < 5 - EDGE_FRAMES or t > 6 + EDGE_FRAMES]
+    assert far and not by_object[far].any()
+    assert (gt.visibility[far] == Visibility.VISIBLE).mean() > 0.7
+    # The rendered masks: no hand pixel inside the fingers' and palm's outline while hidden
+    # (the forearm may show beside the board), plenty on the frames far from it.
+    for t in range(gt.num_frames):
+        outline = np.zeros(gt.segmentation[t].shape, np.uint8)
+        hull = cv2.convexHull(np.floor(gt.keypoints_px[t, 0, 1:]).astype(np.int32))
+        cv2.fillConvexPoly(outline, hull, 1)
+        on_hand = int(np.sum((gt.segmentation[t] == 1) & (outline == 1)))
+        if t in hidden:
+            assert on_hand == 0, t
+        elif t in far:
+            assert on_hand > 0.5 * outline.sum(), t
 
 
 def test_mediapipe_detects_the_rendered_hand(demo):

@@ -27,7 +27,7 @@ from .ground_truth import Visibility
 # Marching from a keypoint towards the camera, a hit closer than this to the previous one
 # is the same surface again (numerical re-hit), not a new one.
 _RAY_EPSILON_M = 1e-5
-_MAX_SURFACES = 16
+_MAX_SURFACES = 64
 
 
 @dataclass
@@ -322,6 +322,47 @@ def _add_forearm(
     return obj
 
 
+def add_occluder(
+    scene: bpy.types.Scene,
+    size: np.ndarray,
+    rgb: tuple[tuple[float, float, float], tuple[float, float, float]],
+) -> bpy.types.Object:
+    """The occluding board: a closed box of ``size`` (3,) metres with outward normals (the
+    visibility rays rely on them), matte, with a faint noise between the two linear-RGB
+    shades. Pass index 0: it is background in the hand masks."""
+    import bmesh
+
+    mesh = bpy.data.meshes.new("occluder")
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=1.0)
+    bmesh.ops.scale(bm, vec=Vector(np.asarray(size, dtype=float).tolist()), verts=bm.verts)
+    bm.to_mesh(mesh)
+    bm.free()
+    mat = bpy.data.materials.new("occluder")
+    mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = nodes["Principled BSDF"]
+    bsdf.inputs["Roughness"].default_value = 0.9
+    noise = nodes.new("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = 20.0
+    noise.inputs["Detail"].default_value = 3.0
+    ramp = nodes.new("ShaderNodeValToRGB")
+    ramp.color_ramp.elements[0].color = (*rgb[1], 1.0)
+    ramp.color_ramp.elements[1].color = (*rgb[0], 1.0)
+    links.new(noise.outputs["Fac"], ramp.inputs["Fac"])
+    links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+    mesh.materials.append(mat)
+    obj = bpy.data.objects.new("occluder", mesh)
+    obj.pass_index = 0
+    scene.collection.objects.link(obj)
+    return obj
+
+
+def place_occluder(obj: bpy.types.Object, centre: np.ndarray) -> None:
+    """Move the board's centre to ``centre`` (3,) in camera space, metres."""
+    obj.location = Vector(np.asarray(centre, dtype=float).tolist())
+
+
 def pose_hand(
     bh: BlenderHand,
     global_rotations_hand: np.ndarray,
@@ -377,9 +418,12 @@ def keypoint_visibility(
     Keypoints lie inside the flesh (joint centres, fingertip sites). March along the ray
     from the keypoint to the camera: surfaces the ray *leaves* (normal along the ray) are
     the keypoint's own flesh; the first surface it *enters* is an occluder, of this hand
-    (self-occlusion) or of the other one. ``hand_objects[h]`` names hand h's objects.
+    (self-occlusion) or of the other one. A scene object that is no hand (the occluding
+    board) entered anywhere on the way wins: the keypoint is hidden by the object even if
+    a finger hides it too. ``hand_objects[h]`` names hand h's objects.
     """
     depsgraph = bpy.context.evaluated_depsgraph_get()
+    all_hands = set().union(*hand_objects)
     out = np.full(points.shape[:2], int(Visibility.VISIBLE), dtype=np.int8)
     for h in range(points.shape[0]):
         for k in range(points.shape[1]):
@@ -387,35 +431,43 @@ def keypoint_visibility(
             if not (0.0 <= u < width and 0.0 <= v < height) or points[h, k, 2] <= 0:
                 out[h, k] = Visibility.OUTSIDE_IMAGE
                 continue
-            occluder = _first_entered_surface(scene, depsgraph, points[h, k])
-            if occluder is None:
+            entered = _entered_surfaces(scene, depsgraph, points[h, k], all_hands)
+            if not entered:
                 continue
-            if occluder in hand_objects[h]:
+            if entered[-1] not in all_hands:
+                out[h, k] = Visibility.OCCLUDED_BY_OBJECT
+            elif entered[0] in hand_objects[h]:
                 out[h, k] = Visibility.SELF_OCCLUDED
-            elif any(occluder in names for names in hand_objects):
+            else:
                 out[h, k] = Visibility.OCCLUDED_BY_OTHER_HAND
     return out
 
 
-def _first_entered_surface(scene: bpy.types.Scene, depsgraph, point: np.ndarray) -> str | None:
-    """Name of the first object whose surface the ray point -> camera enters, else None."""
+def _entered_surfaces(
+    scene: bpy.types.Scene, depsgraph, point: np.ndarray, hands: set[str]
+) -> list[str]:
+    """Names of the objects whose surfaces the ray point -> camera enters, in order, up to
+    and including the first object not in ``hands``."""
     remaining = float(np.linalg.norm(point))
     direction = -point / remaining
     origin = point.astype(np.float64)
+    entered: list[str] = []
     for _ in range(_MAX_SURFACES):
         hit, loc, normal, _i, obj, _m = scene.ray_cast(
             depsgraph, Vector(origin.tolist()), Vector(direction.tolist()), distance=remaining
         )
         if not hit:
-            return None
+            break
         if float(np.dot(np.array(normal), direction)) < 0.0:
-            return obj.name
+            entered.append(obj.name)
+            if obj.name not in hands:
+                break
         step = float(np.linalg.norm(np.array(loc) - origin)) + _RAY_EPSILON_M
         origin = origin + direction * step
         remaining -= step
         if remaining <= 0.0:
-            return None
-    return None
+            break
+    return entered
 
 
 def setup_mask_output(scene: bpy.types.Scene, folder: Path, pass_indices: list[int]) -> None:

@@ -13,6 +13,8 @@ from handmocap.retarget.rotations import rotation_about
 
 Layout = Literal["right", "left", "two_apart", "two_crossing"]
 LAYOUTS: tuple[str, ...] = ("right", "left", "two_apart", "two_crossing")
+FingerMotion = Literal["natural", "fast"]
+FINGER_MOTIONS: tuple[str, ...] = ("natural", "fast")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ class ClipSpec:
     # Cycles' sampling seed: the same scene with other pixel noise, which is what another CPU
     # gives too. Tests are checked against renders with another seed (see cache.py).
     noise_seed: int = 0
+    # When > 0, an opaque board passes between the camera and the hands and hides them
+    # completely for about this many frames in the middle of the clip (see occluder.py).
+    occluder_frames: int = 0
+    # "fast": taps and quick fist-to-spread in 0.1-0.3 s (motion.fast_finger_track), which
+    # over-smoothing blurs; "natural": the unhurried key-pose sequence.
+    finger_motion: FingerMotion = "natural"
 
     def validated(self) -> ClipSpec:
         if self.layout not in LAYOUTS:
@@ -45,6 +53,15 @@ class ClipSpec:
             raise HandmocapError(f"fov must be 10..120 degrees, got {self.fov_deg}")
         if self.samples < 1 or self.fps <= 0:
             raise HandmocapError("samples must be >= 1 and fps > 0")
+        if not (0 <= self.occluder_frames < self.num_frames):
+            raise HandmocapError(
+                f"occluder_frames must be 0..num_frames-1 ({self.num_frames - 1}), "
+                f"got {self.occluder_frames}; 0 means no occluder"
+            )
+        if self.finger_motion not in FINGER_MOTIONS:
+            raise HandmocapError(
+                f"unknown finger_motion {self.finger_motion!r}; choose one of {FINGER_MOTIONS}"
+            )
         return self
 
     @property
@@ -56,7 +73,10 @@ class ClipSpec:
 
 
 # The demo clip is the embedded default the capture demo uses. "two_crossing" makes the
-# right hand pass in front of the left one mid-clip (de-occlusion material).
+# right hand pass in front of the left one mid-clip (de-occlusion material). "occluded"
+# hides the hand behind a board for ~15 frames mid-clip and "fast" has quick taps and
+# fist-to-spread: a motion prior is measured on both (it must bridge the gap without
+# over-smoothing the fast motion).
 PRESETS: dict[str, ClipSpec] = {
     "demo": ClipSpec("demo", seed=7, num_frames=48, width=512, height=512, layout="right"),
     "left": ClipSpec("left", seed=11, num_frames=48, width=512, height=512, layout="left"),
@@ -66,6 +86,10 @@ PRESETS: dict[str, ClipSpec] = {
                              layout="two_crossing", fov_deg=60.0),
     "smoke": ClipSpec("smoke", seed=3, num_frames=4, width=192, height=192, layout="two_crossing",
                       samples=4, fov_deg=60.0),
+    "occluded": ClipSpec("occluded", seed=19, num_frames=72, width=512, height=512,
+                         layout="right", occluder_frames=15),
+    "fast": ClipSpec("fast", seed=23, num_frames=72, width=512, height=512, layout="right",
+                     finger_motion="fast"),
 }  # fmt: skip
 
 

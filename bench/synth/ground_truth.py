@@ -22,7 +22,9 @@ from handmocap.retarget.camera import intrinsics_from_fov, project
 __all__ = ["ClipGroundTruth", "Visibility", "intrinsics_from_fov", "load_ground_truth", "project"]
 
 FORMAT = "handmocap-synthetic-clip"
-VERSION = 1
+# v2 added the OCCLUDED_BY_OBJECT code and header["occluder"]; v1 files are still read.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class Visibility(IntEnum):
@@ -32,6 +34,7 @@ class Visibility(IntEnum):
     SELF_OCCLUDED = 1  # behind another part of the same hand
     OCCLUDED_BY_OTHER_HAND = 2
     OUTSIDE_IMAGE = 3
+    OCCLUDED_BY_OBJECT = 4  # behind a scene object (the occluder), whatever lies behind it
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,10 @@ class ClipGroundTruth:
 
     Attributes:
         header: JSON-able metadata (format, version, name, seed, width, height, fps,
-            asset id, render settings, joint orders).
+            asset id, render settings, joint orders). From v2, ``header["occluder"]`` is
+            None for clips without an occluder, else ``{"first_hidden": f0,
+            "last_hidden": f1}``: the longest run of frames on which no keypoint of any
+            hand is visible (both None if there is none).
         intrinsics: (3, 3) pinhole camera matrix K in pixels.
         handedness: (H,) "left" / "right", the physical hand.
         keypoints_cam: (T, H, P, 3) keypoints in camera space, metres.
@@ -54,7 +60,8 @@ class ClipGroundTruth:
         mano_pose: (T, H, M, 3) axis-angle (radians): [0] the global wrist rotation in
             camera space, [1:] the 15 finger joint rotations in MANO order.
         segmentation: (T, height, width) uint8 labels from the object-index pass:
-            0 background, 1 + h for hand h (the visible one where hands overlap).
+            0 background or occluder, 1 + h for hand h (the visible one where hands
+            overlap).
     """
 
     header: dict[str, Any]
@@ -118,10 +125,10 @@ def load_ground_truth(path: Path) -> ClipGroundTruth:
     if missing:
         raise HandmocapError(f"{path} lacks the fields {missing}; re-render the clip")
     header = json.loads(str(content["header"]))
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
+    if header.get("format") != FORMAT or header.get("version") not in READABLE_VERSIONS:
         raise HandmocapError(
             f"{path} is format {header.get('format')!r} v{header.get('version')}, expected "
-            f"{FORMAT!r} v{VERSION}; re-render the clip"
+            f"{FORMAT!r} v{'/'.join(map(str, READABLE_VERSIONS))}; re-render the clip"
         )
     sizes = {
         "T": header["num_frames"],
@@ -133,6 +140,15 @@ def load_ground_truth(path: Path) -> ClipGroundTruth:
         want = tuple(sizes[s] if isinstance(s, str) else s for s in spec)
         if content[key].shape != want:
             raise HandmocapError(f"{path}: {key} has shape {content[key].shape}, expected {want}")
+    codes = {int(v) for v in Visibility}
+    if header["version"] < 2:
+        codes.discard(int(Visibility.OCCLUDED_BY_OBJECT))
+        header.setdefault("occluder", None)  # v1 clips never had one
+    unknown = sorted(set(np.unique(content["visibility"]).tolist()) - codes)
+    if unknown:
+        raise HandmocapError(
+            f"{path}: visibility holds the unknown codes {unknown}; re-render the clip"
+        )
     return ClipGroundTruth(
         header=header,
         handedness=tuple(str(h) for h in content["handedness"]),

@@ -6,6 +6,10 @@ all in the anatomical angle space of ``retarget.joint_limits``. Every frame is i
 limits: key poses are clipped, and a minimum-jerk blend of two in-range poses stays in
 range (the limits are a box).
 
+``fast_finger_track`` is the other kind: quick finger actions (index/middle taps, fist to
+spread and back) with 0.1-0.3 s transitions and short holds, the motion that a temporal
+prior must not smooth away. Same key poses, same blends, same limits.
+
 The wrist moves with a smooth random rotation about a base orientation and a smooth
 random translation (sums of a few low-frequency sinusoids with random phases).
 """
@@ -107,6 +111,13 @@ def _min_jerk(s: np.ndarray) -> np.ndarray:
     return s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
 
 
+def _transition(start: np.ndarray, end: np.ndarray, n_move: int) -> np.ndarray:
+    """(n_move, 25, 3) minimum-jerk blend from ``start`` towards ``end`` (25, 3), ``end``
+    itself excluded (it is the first frame of whatever follows)."""
+    s = _min_jerk(np.linspace(0.0, 1.0, n_move, endpoint=False))[:, None, None]
+    return start + s * (end - start)
+
+
 @dataclass(frozen=True)
 class ArticulationConfig:
     """How finger motion is sequenced. Times in seconds."""
@@ -132,10 +143,89 @@ def articulation_track(
             nxt = KEY_POSES[str(rng.choice(names))]
         n_move = max(2, round(rng.uniform(*cfg.transition_s) * fps))
         n_hold = round(rng.uniform(*cfg.hold_s) * fps)
-        s = _min_jerk(np.linspace(0.0, 1.0, n_move, endpoint=False))[:, None, None]
-        frames.extend(keys[-1] + s * (nxt - keys[-1]))
+        frames.extend(_transition(keys[-1], nxt, n_move))
         frames.extend([nxt] * n_hold)
         keys.append(nxt)
+    track = np.stack(frames[:n_frames])
+    if cfg.jitter_deg > 0:
+        track = track + smooth_noise(rng, n_frames, (25, 3), fps, cfg.jitter_deg, 1.5)
+    return clip_to_limits(track)
+
+
+@dataclass(frozen=True)
+class FastFingerConfig:
+    """How fast finger actions are sequenced. Times in seconds.
+
+    Attributes:
+        tap_s: one way of a tap (flex or extend); a tap is down, short hold, up.
+        grip_s: one way between fist, spread and the home pose.
+        hold_s: holds at the ends of each move.
+        rest_s: pause at the home pose between actions.
+        tap_flex_deg: (low, high) MCP flexion of a tap; the PIP takes 1.0-1.2 times it.
+    """
+
+    tap_s: tuple[float, float] = (0.1, 0.2)
+    grip_s: tuple[float, float] = (0.15, 0.3)
+    hold_s: tuple[float, float] = (0.0, 0.1)
+    rest_s: tuple[float, float] = (0.1, 0.4)
+    tap_flex_deg: tuple[float, float] = (45.0, 70.0)
+    jitter_deg: float = 2.0
+
+
+_TAP_FINGERS: tuple[tuple[str, ...], ...] = (("index",), ("middle",), ("index", "middle"))
+
+
+def _tapped(home: np.ndarray, fingers: tuple[str, ...], mcp: float, pip: float) -> np.ndarray:
+    """``home`` (25, 3) with ``fingers`` flexed (their spread kept), inside the limits."""
+    pose = home.copy()
+    for f in fingers:
+        base = f"{f}-finger-phalanx-"
+        pose[_j(base + "proximal"), 0] = mcp
+        pose[_j(base + "intermediate"), 0] = pip
+        pose[_j(base + "distal"), 0] = 0.65 * pip
+    return clip_to_limits(pose)
+
+
+def _tap_moves(
+    rng: np.random.Generator, home: np.ndarray, cfg: FastFingerConfig
+) -> list[tuple[np.ndarray, tuple[float, float], tuple[float, float]]]:
+    """Two or three taps of the index, the middle or both: (pose, move s, hold s) each."""
+    fingers = _TAP_FINGERS[int(rng.integers(len(_TAP_FINGERS)))]
+    mcp = rng.uniform(*cfg.tap_flex_deg)
+    down = _tapped(home, fingers, mcp, mcp * rng.uniform(1.0, 1.2))
+    moves = []
+    for _ in range(int(rng.integers(2, 4))):
+        moves += [(down, cfg.tap_s, cfg.hold_s), (home, cfg.tap_s, cfg.hold_s)]
+    return moves
+
+
+def _grip_moves(
+    rng: np.random.Generator, home: np.ndarray, cfg: FastFingerConfig
+) -> list[tuple[np.ndarray, tuple[float, float], tuple[float, float]]]:
+    """Fist, spread, (fist, spread,) back home: (pose, move s, hold s) each."""
+    moves = []
+    for _ in range(int(rng.integers(1, 3))):
+        moves += [(KEY_POSES["fist"], cfg.grip_s, cfg.hold_s),
+                  (KEY_POSES["spread"], cfg.grip_s, cfg.hold_s)]  # fmt: skip
+    return [*moves, (home, cfg.grip_s, cfg.hold_s)]
+
+
+def fast_finger_track(
+    rng: np.random.Generator, n_frames: int, fps: float, config: FastFingerConfig | None = None
+) -> np.ndarray:
+    """(n_frames, 25, 3) anatomical angles in degrees: quick taps and fist-to-spread from a
+    home pose, minimum-jerk moves of 0.1-0.3 s, inside the limits."""
+    cfg = config or FastFingerConfig()
+    home = KEY_POSES[str(rng.choice(["relaxed", "flat"]))]
+    frames: list[np.ndarray] = [home] * round(rng.uniform(*cfg.rest_s) * fps)
+    current = home
+    while len(frames) < n_frames:
+        action = _tap_moves if rng.uniform() < 0.5 else _grip_moves
+        for pose, move_s, hold_s in action(rng, home, cfg):
+            frames.extend(_transition(current, pose, max(2, round(rng.uniform(*move_s) * fps))))
+            frames.extend([pose] * round(rng.uniform(*hold_s) * fps))
+            current = pose
+        frames.extend([home] * round(rng.uniform(*cfg.rest_s) * fps))
     track = np.stack(frames[:n_frames])
     if cfg.jitter_deg > 0:
         track = track + smooth_noise(rng, n_frames, (25, 3), fps, cfg.jitter_deg, 1.5)

@@ -46,7 +46,8 @@ from .ground_truth import (
     project,
 )
 from .look import random_look
-from .motion import articulation_track, wrist_track
+from .motion import articulation_track, fast_finger_track, wrist_track
+from .occluder import fully_hidden_run, plan_occluder
 
 # Blender must place the bones exactly where our kinematics says; this is the tolerance
 # of that self-check (float32 bone matrices give ~1e-7 m).
@@ -88,8 +89,9 @@ def plan_motion(spec: ClipSpec, hands: dict[str, WebXRHand]) -> tuple[np.ndarray
     rng = np.random.default_rng(spec.seed)
     k = intrinsics_from_fov(spec.width, spec.height, spec.fov_deg)
     motions = []
+    fingers = fast_finger_track if spec.finger_motion == "fast" else articulation_track
     for plan in plan_hands(spec, hands, rng):
-        angles = articulation_track(rng, spec.num_frames, spec.fps)
+        angles = fingers(rng, spec.num_frames, spec.fps)
         wrist = wrist_track(
             rng, spec.num_frames, spec.fps, plan.base_rotation, plan.start, plan.end
         )
@@ -125,6 +127,8 @@ def render_clip(
 
     keypoints_cam = np.stack([m.keypoints_cam for m in motions], axis=1)  # (T, H, 21, 3)
     keypoints_px = project(keypoints_cam, k)
+    occluder = plan_occluder(spec, keypoints_cam, k)
+    board = bs.add_occluder(scene, occluder.size, occluder.rgb) if occluder else None
     visibility = np.zeros((t_count, h_count, 21), dtype=np.int8)
     segmentation = np.zeros((t_count, spec.height, spec.width), dtype=np.uint8)
 
@@ -140,6 +144,8 @@ def render_clip(
                     b, m.g_hand[t], m.p_hand[t], m.root_rotation[t], m.root_position[t],
                     m.hand.rest_positions[0],
                 )  # fmt: skip
+            if board is not None:
+                bs.place_occluder(board, occluder.centres[t])
             scene.frame_current = t
             bpy_update()
             for m, b in zip(motions, bhands, strict=True):
@@ -192,6 +198,7 @@ def render_clip(
             "joint_order": list(WEBXR_25),
             "mano_order": list(MANO_16),
             "visibility_codes": {v.name.lower(): int(v) for v in Visibility},
+            "occluder": _occluder_header(visibility) if occluder else None,
         },
         intrinsics=k,
         handedness=tuple(m.hand.side for m in motions),
@@ -206,6 +213,11 @@ def render_clip(
     )
     npz = gt.save(out_dir / f"{spec.name}.npz")
     return mp4, npz
+
+
+def _occluder_header(visibility: np.ndarray) -> dict[str, int | None]:
+    first, last = fully_hidden_run(visibility)
+    return {"first_hidden": first, "last_hidden": last}
 
 
 def bpy_update() -> None:
