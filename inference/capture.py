@@ -158,6 +158,7 @@ def capture(
     tracks = tuple(
         b.build(info.width, info.height) for b in builders.values() if len(b) >= MIN_TRACK_FRAMES
     )
+    tracks = join_reappearing(tracks, config.tracker.hunt_frames * config.frames.stride)
     k = intrinsics_from_fov(info.width, info.height, fov)
     hand_model = None
     prior: PriorReport | None = None
@@ -198,6 +199,40 @@ def capture(
                       mano_dir=config.mano_dir, on_frame=progress.update)  # fmt: skip
         progress.update(done)  # the stage ends even if some frames were not drawn
     return CaptureResult(take, done, seconds, tracker.detector_runs)
+
+
+def join_reappearing(tracks: tuple[Track, ...], max_gap: int) -> tuple[Track, ...]:
+    """One track for a hand that was lost and came back as a new track: a track continues
+    the latest earlier track of the same side (each decided over its whole track) that
+    ended at most ``max_gap`` video frames before it started, when no other track of that
+    side was seen in between. The tracker itself re-identifies a hand within that window,
+    but only from the handedness of the first frame it sees again, which is often wrong
+    while the hand is still half hidden."""
+    ordered = sorted(tracks, key=lambda t: int(t.frames[0]))
+    joined: list[Track] = []
+    for tr in ordered:
+        start = int(tr.frames[0])
+        same = [i for i, t in enumerate(joined) if t.handedness == tr.handedness]
+        earlier = [i for i in same if int(joined[i].frames[-1]) < start]
+        if earlier:
+            i = max(earlier, key=lambda k: int(joined[k].frames[-1]))
+            end = int(joined[i].frames[-1])
+            between = any(int(joined[k].frames[-1]) > end for k in same if k != i)
+            if start - end - 1 <= max_gap and not between:
+                joined[i] = _concatenate(joined[i], tr)
+                continue
+        joined.append(tr)
+    return tuple(sorted(joined, key=lambda t: t.track_id))
+
+
+def _concatenate(first: Track, second: Track) -> Track:
+    """``second``'s rows after ``first``'s, under ``first``'s id; the side decided again
+    over both."""
+    names = ("frames", "keypoints_2d", "keypoints_rel_depth", "world_landmarks", "confidence",
+             "right_prob", "flags")  # fmt: skip
+    rows = {n: np.concatenate([getattr(first, n), getattr(second, n)]) for n in names}
+    side = Side.RIGHT if float(np.mean(rows["right_prob"])) > 0.5 else Side.LEFT
+    return replace(first, handedness=side, **rows)
 
 
 def stage_facts(config: CaptureConfig, prior: PriorReport | None) -> dict:

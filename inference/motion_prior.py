@@ -52,6 +52,7 @@ from handmocap.retarget.rotations import (
     quat_multiply,
     quat_to_matrix,
 )
+from handmocap.sides import Side
 from handmocap.take import FrameFlag, Take, Track
 
 MAX_SMOOTHING = 4.0
@@ -258,6 +259,16 @@ def joint_weights(confidence: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, fingers, mean], axis=1)
 
 
+def side_agreement(track: Track) -> np.ndarray:
+    """(T,) in [0, 1]: how far each frame's landmarks agree with the track's side. The
+    landmark network's handedness turning against a side decided over the whole track
+    marks an estimate gone wrong (a hand half hidden, or pulled to the other hand): 1 for
+    probabilities >= 0.5 of the track's side, falling linearly to 0 at 0."""
+    p_right = track.right_prob.astype(np.float64)
+    p_side = p_right if track.handedness == Side.RIGHT else 1.0 - p_right
+    return np.clip(2.0 * p_side, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class PriorReport:
     """What the stage did to one take: frames filled, segments solved, seconds."""
@@ -334,7 +345,7 @@ def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
     gap_limit = round(config.max_gap_s * fps)
     breaks = np.flatnonzero(np.diff(step) - 1 > gap_limit) + 1
     quats = make_continuous(matrix_to_quat(axis_angle_to_matrix(base.mano_pose)))
-    weights = joint_weights(base.confidence)
+    weights = joint_weights(base.confidence) * side_agreement(base)[:, None]
     parts = []
     for rows in np.split(np.arange(len(base)), breaks):
         index = step[rows] - step[rows[0]]

@@ -299,3 +299,18 @@ def test_smooth_refuses_takes_it_cannot_resolve_and_writes_nothing(capsys, tmp_p
     src = tmp_path / "old.npz"
     assert cli.main(["smooth", str(src), "-o", str(src)]) == 1
     assert "is the input take" in capsys.readouterr().err
+
+
+def test_frames_whose_landmarks_turn_to_the_other_side_count_less() -> None:
+    """A right-hand track whose landmark network says "left" on a frame (a hand half
+    hidden) weighs that frame by 2 p(right): 1 at p >= 0.5, 0.5 at 0.25, 0 at 0; a left
+    track the same way round."""
+    pose, transl = _true_motion(4)
+    track = _track(pose, transl)
+    from dataclasses import replace
+
+    probs = np.array([0.9, 0.5, 0.25, 0.0], np.float32)
+    right = replace(track, right_prob=probs)
+    np.testing.assert_allclose(mp.side_agreement(right), [1.0, 1.0, 0.5, 0.0])
+    left = replace(track, handedness=Side.LEFT, right_prob=1 - probs)
+    np.testing.assert_allclose(mp.side_agreement(left), [1.0, 1.0, 0.5, 0.0], atol=1e-6)
