@@ -210,9 +210,9 @@ def scenario_capture_webxr(args) -> dict:
     seconds = time.perf_counter() - started
     keys = keyed_bones(obj)
     errors = direction_errors(obj, s.last_take, "right")
-    # The animator's pass: re-smooth the whole take (sigma 3 frames: per-frame fits jitter
-    # until the engine has its motion prior), then reduce keys at 1 deg, measured on what
-    # Blender shows before and after.
+    # The animator's pass: re-smooth the whole take (sigma 3 frames, on top of the engine's
+    # motion prior), then reduce keys at 1 deg, measured on what Blender shows before and
+    # after.
     bones = sorted(keys)
     frames = np.arange(1, int(max(v[1] for v in keys.values())) + 1)
     s.range_start, s.range_end, s.smooth_sigma = 1, int(frames[-1]), 3.0
