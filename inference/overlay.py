@@ -1,5 +1,6 @@
 """An overlay video to check a capture by eye: skeleton, handedness, confidence, track id,
-and the fitted hand mesh's outline when the take has MANO parameters.
+and the fitted hand mesh's outline when the take has MANO parameters; frames the motion
+prior filled are drawn grey and labelled "fill".
 
 A second pass over the video, drawn from the finished take, so it shows exactly what was
 saved (it can also be made later from any take).
@@ -24,6 +25,7 @@ from .video import VideoSource
 
 _COLOURS = {Side.RIGHT: (60, 200, 255), Side.LEFT: (255, 160, 60)}  # BGR: orange right, blue left
 _MESH = (120, 255, 120)
+_GUESS = (170, 170, 170)  # grey: a frame the motion prior filled (the hand was not seen)
 
 
 def _mesh_vertices(track: Track, mano_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -120,14 +122,15 @@ def _missing_frame(height: int, width: int, frame: int, scale: int) -> np.ndarra
 
 
 def _draw_hand(img: np.ndarray, tr: Track, row: int, scale: int) -> None:
-    colour = _COLOURS[tr.handedness]
+    infilled = bool(tr.flags[row] & FrameFlag.INFILLED)
+    colour = _GUESS if infilled else _COLOURS[tr.handedness]
     pts = np.round(tr.keypoints_2d[row]).astype(int)
     for child, parent in enumerate(MEDIAPIPE_21_PARENTS):
         if parent >= 0:
             cv2.line(img, tuple(pts[parent]), tuple(pts[child]), colour, scale, cv2.LINE_AA)
     for p in pts:
         cv2.circle(img, tuple(p), 2 * scale, (255, 255, 255), -1, cv2.LINE_AA)
-    how = "det" if tr.flags[row] & FrameFlag.DETECTED else "trk"
+    how = "fill" if infilled else "det" if tr.flags[row] & FrameFlag.DETECTED else "trk"
     conf = float(tr.confidence[row].mean())
     label = f"#{tr.track_id} {tr.handedness[0].upper()} c{conf:.2f} {how}"
     x, y = pts[:, 0].min(), max(pts[:, 1].min() - 8 * scale, 12 * scale)
