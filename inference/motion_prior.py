@@ -8,7 +8,8 @@ treats a track as one motion (docs/architecture.md, "Data flow"): it finds the r
     sum_t w_tj rho(|log(R_tj^-1 X_tj)|)                     the per-frame fit, robustly
   + lam_a sum_t |a_tj|^2 + lam_j sum_t |j_tj|^2             angular acceleration and jerk
 
-(and the same in metres for ``p_t``), where ``w_tj`` is the confidence of the keypoints
+(and the same in metres for ``p_t``), inside the anatomical joint limits (each step ends
+projected onto them), where ``w_tj`` is the confidence of the keypoints
 joint ``j`` moves on frame ``t`` (0 on a hidden frame), ``rho`` a Cauchy loss that lets
 one wrong frame go instead of bending the motion towards it, and ``a``, ``j`` the second
 and third differences of the angular velocity ``v_t = log(X_t^-1 X_t+1)`` on SO(3).
@@ -41,11 +42,13 @@ import numpy as np
 from scipy.linalg import solveh_banded
 
 from handmocap.errors import HandmocapError
-from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE
+from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE, WEBXR_FOR_MANO
+from handmocap.retarget.joint_limits import angles_to_local_rotations, limits_array
 from handmocap.retarget.rotations import (
     axis_angle_to_matrix,
     make_continuous,
     matrix_to_quat,
+    mirror_rotations,
     quat_conjugate,
     quat_exp,
     quat_log,
@@ -182,6 +185,73 @@ def _cauchy(residual: np.ndarray, scale: float) -> np.ndarray:
     return 1.0 / (1.0 + (residual / scale) ** 2)
 
 
+# --- the anatomical joint limits --------------------------------------------------------------
+@dataclass(frozen=True)
+class JointLimits:
+    """The 15 MANO finger joints' limits as the per-frame fit uses them (right hand; a left
+    hand is mirrored in and out): anatomical joint ``frames`` (15, 3, 3) at rest, spread
+    ``signs`` (15,), and ``lo``/``hi`` (15, 3) flex, spread, twist in degrees."""
+
+    frames: np.ndarray
+    signs: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @staticmethod
+    def from_webxr_hand(rest_frames: np.ndarray, signs: np.ndarray) -> JointLimits:
+        """From the right WebXR hand's (25, 3, 3) rest frames and (25,) spread signs."""
+        mano = WEBXR_FOR_MANO[1:]
+        lim = limits_array()[mano]
+        return JointLimits(rest_frames[mano], signs[mano], lim[..., 0], lim[..., 1])
+
+    def angles(self, local: np.ndarray) -> np.ndarray:
+        """(..., 15, 3, 3) right-hand local rotations -> (..., 15, 3) flex, spread, twist
+        in degrees (the inverse of ``angles_to_local_rotations``)."""
+        f = self.frames
+        a = np.swapaxes(f, -1, -2) @ local @ f
+        beta = np.arcsin(np.clip(a[..., 0, 2], -1.0, 1.0))
+        alpha = np.arctan2(-a[..., 1, 2], a[..., 2, 2])
+        gamma = np.arctan2(-a[..., 0, 1], a[..., 0, 0])
+        return np.degrees(np.stack([-alpha, beta * self.signs, -gamma], axis=-1))
+
+    def clip(self, quats: np.ndarray, side: Side) -> np.ndarray:
+        """(F, 16, 4) rotations with every finger joint brought inside its limits (joints
+        already inside are returned untouched)."""
+        local = quat_to_matrix(quats[:, 1:])
+        if side == Side.LEFT:
+            local = mirror_rotations(local)
+        angles = self.angles(local)
+        clipped = np.clip(angles, self.lo, self.hi)
+        outside = np.any(np.abs(clipped - angles) > 1e-6, axis=-1)
+        if not outside.any():
+            return quats
+        fixed = angles_to_local_rotations(clipped, self.frames, self.signs)
+        if side == Side.LEFT:
+            fixed = mirror_rotations(fixed)
+        out = quats.copy()
+        q = make_continuous_pairwise(quats[:, 1:][outside], matrix_to_quat(fixed[outside]))
+        out[:, 1:][outside] = q
+        return out
+
+
+def make_continuous_pairwise(reference: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``q`` (N, 4) with each sign flipped into ``reference``'s (N, 4) hemisphere."""
+    return np.where(np.sum(reference * q, axis=-1, keepdims=True) < 0.0, -q, q)
+
+
+def load_joint_limits() -> JointLimits:
+    """The limits from the built WebXR hand (AssetError naming ``python3 build.py models``
+    when it is missing)."""
+    from handmocap.models.webxr_asset import built_webxr_hand
+    from handmocap.models.webxr_hand import load_webxr_hand
+    from handmocap.retarget.joint_limits import spread_signs
+
+    hand = load_webxr_hand(built_webxr_hand().right, Side.RIGHT)
+    return JointLimits.from_webxr_hand(
+        hand.rest_frames, spread_signs(hand.rest_frames, hand.rest_positions)
+    )
+
+
 # --- one segment: frames on a uniform grid, some observed -------------------------------------
 @dataclass(frozen=True)
 class SegmentSolution:
@@ -214,11 +284,12 @@ def interpolate_hidden(index: np.ndarray, quats: np.ndarray, translation: np.nda
 
 
 def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
-                  weights: np.ndarray, n: int, fps: float,
-                  config: PriorConfig) -> SegmentSolution:  # fmt: skip
+                  weights: np.ndarray, n: int, fps: float, config: PriorConfig,
+                  limits: tuple[JointLimits, Side] | None = None) -> SegmentSolution:  # fmt: skip
     """Smooth one segment: observations at grid positions ``index`` (K,) of ``n`` frames,
     rotations ``quats`` (K, 16, 4), ``translation`` (K, 3) m, per-joint weights
-    ``weights`` (K, 17) (16 joints, then the translation) in [0, 1]."""
+    ``weights`` (K, 17) (16 joints, then the translation) in [0, 1]; ``limits`` (the joint
+    limits and the hand's side), when given, bound every step."""
     q0, p0 = interpolate_hidden(index, quats, translation, n)
     w = np.zeros((n, 17))
     w[index] = weights
@@ -236,6 +307,8 @@ def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
         delta = smooth_solve(error, w_eff, lam_a, lam_j, velocity)
         q = quat_multiply(q, quat_exp(delta))
         q /= np.linalg.norm(q, axis=-1, keepdims=True)
+        if limits is not None:
+            q = limits[0].clip(q, limits[1])
     p_obs = np.zeros((n, 3))
     p_obs[index] = translation
     p = p0
@@ -333,10 +406,12 @@ def hand_keypoints(rest: np.ndarray, pose: np.ndarray, translation: np.ndarray) 
 
 
 def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
-                 config: PriorConfig) -> tuple[Track, int, int]:  # fmt: skip
+                 config: PriorConfig,
+                 limits: JointLimits | None = None) -> tuple[Track, int, int]:  # fmt: skip
     """``track`` (MANO fitted; infilled rows of an earlier pass are re-solved) through the
     prior: (the smoothed track, frames infilled, segments). Frames are video indices
-    ``stride`` apart; ``fps`` is the rate of the track's frames."""
+    ``stride`` apart; ``fps`` is the rate of the track's frames; ``limits`` bound the
+    finger joints (None: unbounded)."""
     check_track(track)
     base = observed_rows(track)
     if not config.enabled:
@@ -349,8 +424,9 @@ def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
     parts = []
     for rows in np.split(np.arange(len(base)), breaks):
         index = step[rows] - step[rows[0]]
+        bound = None if limits is None else (limits, base.handedness)
         sol = solve_segment(index, quats[rows], base.translation[rows], weights[rows],
-                            int(index[-1]) + 1, fps, config)  # fmt: skip
+                            int(index[-1]) + 1, fps, config, bound)  # fmt: skip
         parts.append((rows, index, sol))
     out = _assemble(base, parts, stride, intrinsics, gap_limit)
     return out, len(out) - len(base), len(parts)
@@ -410,13 +486,17 @@ def _infill_confidence(index: np.ndarray, conf: np.ndarray, n: int, gap_limit: i
 
 
 def smooth_tracks(tracks: tuple[Track, ...], fps: float, stride: int, intrinsics: np.ndarray,
-                  config: PriorConfig) -> tuple[tuple[Track, ...], PriorReport]:  # fmt: skip
-    """Every track of a take through :func:`smooth_track`."""
+                  config: PriorConfig, limits: JointLimits | None = None,
+                  ) -> tuple[tuple[Track, ...], PriorReport]:  # fmt: skip
+    """Every track of a take through :func:`smooth_track`; ``limits`` default to the built
+    WebXR hand's (:func:`load_joint_limits`)."""
     config = config.validated()
     started = time.perf_counter()
+    if limits is None and config.enabled:
+        limits = load_joint_limits()
     out, infilled, segments = [], 0, 0
     for tr in tracks:
-        smoothed, filled, parts = smooth_track(tr, fps, stride, intrinsics, config)
+        smoothed, filled, parts = smooth_track(tr, fps, stride, intrinsics, config, limits)
         out.append(smoothed)
         infilled += filled
         segments += parts

@@ -314,3 +314,35 @@ def test_frames_whose_landmarks_turn_to_the_other_side_count_less() -> None:
     np.testing.assert_allclose(mp.side_agreement(right), [1.0, 1.0, 0.5, 0.0])
     left = replace(track, handedness=Side.LEFT, right_prob=1 - probs)
     np.testing.assert_allclose(mp.side_agreement(left), [1.0, 1.0, 0.5, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("side", [Side.RIGHT, Side.LEFT])
+def test_the_result_stays_inside_the_joint_limits(side: Side) -> None:
+    """A hidden run filled between frames whose fingers move fast overshoots without
+    bounds; with the anatomical limits (the built WebXR hand's, as capture uses them) no
+    finger joint of the result is outside them, by any angle, left hand or right."""
+    limits = mp.load_joint_limits()
+    pose, transl = _true_motion(60)
+    pose[:, 1:] *= 3.0  # fast, wide finger motion, partly beyond the limits
+    frames = np.r_[0:20, 38:60]
+    track = _track(pose[frames], transl[frames], frames=frames)
+    if side == Side.LEFT:
+        from dataclasses import replace
+
+        track = replace(track, handedness=Side.LEFT, right_prob=1 - track.right_prob)
+    out, filled, _ = mp.smooth_track(track, FPS, 1, K, mp.PriorConfig(), limits)
+    assert filled == 18
+    local = axis_angle_to_matrix(out.mano_pose[:, 1:].astype(np.float64))
+    if side == Side.LEFT:
+        from handmocap.retarget.rotations import mirror_rotations
+
+        local = mirror_rotations(local)
+    angles = limits.angles(local)
+    excess = np.maximum(angles - limits.hi, 0) + np.maximum(limits.lo - angles, 0)
+    assert excess.max() < 1e-3, excess.max()
+    raw, _, _ = mp.smooth_track(track, FPS, 1, K, mp.PriorConfig())
+    raw_local = axis_angle_to_matrix(raw.mano_pose[:, 1:].astype(np.float64))
+    if side == Side.LEFT:
+        raw_local = mirror_rotations(raw_local)
+    raw_angles = limits.angles(raw_local)
+    assert (np.maximum(raw_angles - limits.hi, 0) + np.maximum(limits.lo - raw_angles, 0)).max() > 5
