@@ -87,7 +87,7 @@ class PriorConfig:
 
     smoothing: float = DEFAULT_SMOOTHING
     cutoff_hz: float = 3.0
-    accel_share: float = 0.1
+    accel_share: float = 0.5
     max_gap_s: float = 0.75
     robust_deg: float = 20.0
     robust_m: float = 0.03

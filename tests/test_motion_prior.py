@@ -85,14 +85,20 @@ def _accel_mm(kp: np.ndarray) -> np.ndarray:
 
 
 def test_the_cutoff_is_where_the_knob_says() -> None:
-    """A sinusoid at the cut-off (3 Hz / S) keeps about half its amplitude; one at a
-    tenth of it passes (>= 95 %), one at twice it is cut (<= 10 %). Jerk-only, the gain at
-    the cut-off is exactly 1/2; the acceleration share adds a little."""
+    """A sinusoid at the cut-off (3 Hz / S) keeps 1 / (2 + accel_share) of its amplitude
+    (the jerk and acceleration penalties each equal to the data term there, the latter
+    scaled by its share); one at a tenth of it passes (>= 95 %), one at twice it is cut
+    (<= 10 %)."""
     n = 600
     config = mp.PriorConfig(smoothing=1.0)
     lam_a, lam_j = config.penalties(FPS)
     t = np.arange(n) / FPS
-    for hz, lo, hi in ((0.3, 0.95, 1.01), (3.0, 0.38, 0.55), (6.0, 0.0, 0.10)):
+    at_cutoff = 1.0 / (2.0 + config.accel_share)
+    for hz, lo, hi in (
+        (0.3, 0.95, 1.01),
+        (3.0, at_cutoff - 0.04, at_cutoff + 0.04),
+        (6.0, 0.0, 0.10),
+    ):
         signal = np.sin(2 * np.pi * hz * t)[:, None, None]
         out = mp.smooth_solve(signal, np.ones((n, 1)), lam_a, lam_j)
         middle = slice(100, -100)  # away from the ends
