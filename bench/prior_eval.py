@@ -16,7 +16,7 @@ from handmocap.inference.motion_prior import PriorConfig, smooth_tracks
 from handmocap.retarget.curves import reduce_bones
 from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
 from handmocap.retarget.rotations import angle_between, axis_angle_to_matrix, matrix_to_quat
-from handmocap.take import FrameFlag, Take, Track
+from handmocap.take import ROW_FIELDS, FrameFlag, Take, Track
 
 # The 15 finger joints whose flexion an animator keys: every keypoint with a parent and a
 # child (not the wrist, not the tips).
@@ -142,12 +142,7 @@ def drop_run(track: Track, start: int, length: int) -> Track:
     """The track without ``length`` rows from row ``start`` (a hand hidden there)."""
     keep = np.ones(len(track), bool)
     keep[start : start + length] = False
-    arrays = {
-        name: getattr(track, name)[keep]
-        for name in ("frames", "keypoints_2d", "keypoints_rel_depth", "world_landmarks",
-                     "confidence", "right_prob", "flags", "mano_pose", "translation",
-                     "keypoints_3d", "frame_pose", "frame_translation")
-    }  # fmt: skip
+    arrays = {n: getattr(track, n)[keep] for n in ROW_FIELDS if getattr(track, n) is not None}
     return replace(track, **arrays)
 
 

@@ -578,6 +578,7 @@ def _prior_long_track() -> list[Metric]:
 
     from handmocap.inference.capture import CaptureConfig, capture
     from handmocap.inference.motion_prior import PriorConfig, smooth_tracks
+    from handmocap.take import ROW_FIELDS
 
     mp4, npz = cached_clip("demo")
     fov = load_ground_truth(npz).header["spec"]["fov_deg"]
@@ -586,10 +587,8 @@ def _prior_long_track() -> list[Metric]:
     out = []
     for n in (1_000, 10_000):
         idx = np.arange(n) % len(tr)
-        names = ("keypoints_2d", "keypoints_rel_depth", "world_landmarks", "confidence",
-                 "right_prob", "flags", "mano_pose", "translation", "keypoints_3d",
-                 "frame_pose", "frame_translation")  # fmt: skip
-        long = replace(tr, frames=np.arange(n), **{k: getattr(tr, k)[idx] for k in names})
+        rows = {k: getattr(tr, k)[idx] for k in ROW_FIELDS if getattr(tr, k) is not None}
+        long = replace(tr, **{**rows, "frames": np.arange(n)})
         args = ((long,), take.header.fps, 1, take.header.intrinsics, PriorConfig())
         started = time.perf_counter()
         smooth_tracks(*args)

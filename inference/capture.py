@@ -12,7 +12,15 @@ from handmocap import __version__
 from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 from handmocap.sides import Side
-from handmocap.take import EngineFacts, FrameFlag, FrameRange, Take, Track, make_header
+from handmocap.take import (
+    OBSERVATION_FIELDS,
+    EngineFacts,
+    FrameFlag,
+    FrameRange,
+    Take,
+    Track,
+    make_header,
+)
 
 from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
@@ -228,9 +236,7 @@ def join_reappearing(tracks: tuple[Track, ...], max_gap: int) -> tuple[Track, ..
 def _concatenate(first: Track, second: Track) -> Track:
     """``second``'s rows after ``first``'s, under ``first``'s id; the side decided again
     over both."""
-    names = ("frames", "keypoints_2d", "keypoints_rel_depth", "world_landmarks", "confidence",
-             "right_prob", "flags")  # fmt: skip
-    rows = {n: np.concatenate([getattr(first, n), getattr(second, n)]) for n in names}
+    rows = {n: np.concatenate([getattr(first, n), getattr(second, n)]) for n in OBSERVATION_FIELDS}
     side = Side.RIGHT if float(np.mean(rows["right_prob"])) > 0.5 else Side.LEFT
     return replace(first, handedness=side, **rows)
 

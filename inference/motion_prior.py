@@ -56,7 +56,7 @@ from handmocap.retarget.rotations import (
     quat_to_matrix,
 )
 from handmocap.sides import Side
-from handmocap.take import FrameFlag, Take, Track
+from handmocap.take import OBSERVATION_FIELDS, FrameFlag, Take, Track
 
 MAX_SMOOTHING = 4.0
 """The knob's upper end: a 0.75 Hz cut-off, for slow, deliberate motion only; beyond it
@@ -373,11 +373,7 @@ def observed_rows(track: Track) -> Track:
     keep = (track.flags & FrameFlag.INFILLED) == 0
     pose = track.frame_pose if track.frame_pose is not None else track.mano_pose
     transl = track.frame_translation if track.frame_translation is not None else track.translation
-    fields = {"frames": track.frames[keep], "keypoints_2d": track.keypoints_2d[keep],
-              "keypoints_rel_depth": track.keypoints_rel_depth[keep],
-              "world_landmarks": track.world_landmarks[keep],
-              "confidence": track.confidence[keep], "right_prob": track.right_prob[keep],
-              "flags": track.flags[keep]}  # fmt: skip
+    fields = {name: getattr(track, name)[keep] for name in OBSERVATION_FIELDS}
     if pose is not None:
         kp3 = hand_keypoints(track.rest_keypoints, pose[keep], transl[keep])
         fields.update(mano_pose=pose[keep], translation=transl[keep], keypoints_3d=kp3,

@@ -152,6 +152,10 @@ OPTIONAL_FIELDS = (
     *FRAME_FIT_FIELDS,
 )
 """The fields the MANO stage fills: None (absent from the file) before it."""
+ROW_FIELDS = tuple(name for name, spec in TRACK_SHAPES.items() if spec[0] == "T")
+"""The fields with one row per track frame (every field but the per-track shape and rest)."""
+OBSERVATION_FIELDS = tuple(name for name in ROW_FIELDS if name not in OPTIONAL_FIELDS)
+"""The per-frame fields the tracker fills (frames, keypoints, confidence, flags, ...)."""
 FIELDS_SINCE = {"frame_pose": 2, "frame_translation": 2}
 """The first format version whose files may hold a track field (one not named: every version)."""
 INTEGER_DTYPES = {"frames": np.int64, "flags": np.uint8}
