@@ -352,3 +352,16 @@ def test_the_result_stays_inside_the_joint_limits(side: Side) -> None:
         raw_local = mirror_rotations(raw_local)
     raw_angles = limits.angles(raw_local)
     assert (np.maximum(raw_angles - limits.hi, 0) + np.maximum(limits.lo - raw_angles, 0)).max() > 5
+
+
+def test_smooth_names_a_missing_or_damaged_take_and_writes_nothing(capsys, tmp_path) -> None:
+    from handmocap.inference import cli
+
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"not a zip at all")
+    for src, message in ((tmp_path / "missing.npz", "take file not found"),
+                         (damaged, "is not a readable take file")):  # fmt: skip
+        out = tmp_path / "out.npz"
+        assert cli.main(["smooth", str(src), "-o", str(out)]) == 1
+        assert message in capsys.readouterr().err
+        assert not out.exists()
