@@ -53,11 +53,13 @@ def crop_affine_cv(roi: Roi, size: int = INPUT_SIZE) -> np.ndarray:
     return out
 
 
-def preprocess(image_rgb: np.ndarray, rois: list[Roi]) -> np.ndarray:
-    """(N, 224, 224, 3) float32 crops in [0, 1]; outside the image is black."""
+def preprocess(image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi]) -> np.ndarray:
+    """(N, 224, 224, 3) float32 crops in [0, 1]; outside the image is black. One (H, W, 3)
+    image for all crops, or one image per crop."""
+    images = image_rgb if isinstance(image_rgb, list) else [image_rgb] * len(rois)
     out = np.empty((len(rois), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
-    for i, roi in enumerate(rois):
-        crop = cv2.warpAffine(image_rgb, crop_affine_cv(roi), (INPUT_SIZE, INPUT_SIZE),
+    for i, (image, roi) in enumerate(zip(images, rois, strict=True)):
+        crop = cv2.warpAffine(image, crop_affine_cv(roi), (INPUT_SIZE, INPUT_SIZE),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
         out[i] = crop.astype(np.float32) * (1.0 / 255.0)
     return out
@@ -104,8 +106,9 @@ class HandLandmarker:
         self.session = create_session(model, backend, threads)
 
     @staticmethod
-    def preprocess(image_rgb: np.ndarray, rois: list[Roi]) -> np.ndarray:
-        """(H, W, 3) uint8 RGB and N crops -> (N, 224, 224, 3) float32 crops in [0, 1]."""
+    def preprocess(image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi]) -> np.ndarray:
+        """(H, W, 3) uint8 RGB (or one such image per crop) and N crops -> (N, 224, 224, 3)
+        float32 crops in [0, 1]."""
         return preprocess(image_rgb, rois)
 
     def run(self, crops: np.ndarray) -> list[np.ndarray]:
@@ -118,8 +121,11 @@ class HandLandmarker:
         """:meth:`run`'s outputs for the N crops -> N hands in image space."""
         return postprocess(*outputs, rois)
 
-    def estimate(self, image_rgb: np.ndarray, rois: list[Roi]) -> list[HandLandmarks]:
-        """One frame and N crops (none is fine) -> the N crops' hands, in crop order."""
+    def estimate(
+        self, image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi]
+    ) -> list[HandLandmarks]:
+        """One frame (or one image per crop) and N crops (none is fine) -> the N crops'
+        hands, in crop order."""
         if not rois:
             return []
         return self.postprocess(self.run(self.preprocess(image_rgb, rois)), rois)

@@ -13,7 +13,8 @@ takes that track's id back, so occlusion does not split one physical hand into s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from handmocap.errors import HandmocapError
 from handmocap.models.mediapipe_port import MediapipeModels, built_mediapipe_models
 from handmocap.take import FrameFlag
 
+from . import deocclusion as de
 from . import hand_landmarks as lm
 from . import palm_detection as pd
 from .backend import Backend, choose_backend
@@ -38,6 +40,7 @@ class TrackerConfig:
     redetect_every: int = 10
     hunt_frames: int = 30
     threads: int = 0
+    deocclusion: de.DeocclusionConfig = field(default_factory=de.DeocclusionConfig)
 
     def validated(self) -> TrackerConfig:
         if not 1 <= self.max_hands <= 4:
@@ -68,17 +71,44 @@ def build_models(
     return palm, lm.HandLandmarker(files.hand_landmark, backend, config.threads)
 
 
-def _overlaps(a: Roi, b: Roi, fraction: float = 0.5) -> bool:
+# A palm crop whose centre lies within this share of a tracked crop's side from it is that
+# hand again. The back hand at a crossing was measured 0.48 of a side away (81 px, crops of
+# 168 px), so the old bar of 0.5 threw it away; issue 12 in docs/architecture.md.
+SAME_CROP = 0.25
+# Landmarks closer than this share of the palm's length (mean over keypoints) are one hand.
+SAME_HAND = 0.3
+# An estimate nearer another track's expected place than this share of its distance to
+# its own track's expected place lies on the other track's hand.
+OWNER_MARGIN = 0.6
+# A handedness beyond this (or below 1 - this) is a confident call of one side.
+CONFIDENT_SIDE = 0.8
+
+
+def _flipped(memory: float, right_prob: float) -> bool:
+    """The landmarks confidently call the other side than a confident track memory."""
+    lo = 1.0 - CONFIDENT_SIDE
+    return (memory < lo and right_prob > CONFIDENT_SIDE) or (
+        memory > CONFIDENT_SIDE and right_prob < lo
+    )
+
+
+def _same_crop(a: Roi, b: Roi, fraction: float = SAME_CROP) -> bool:
     """Two crops look at the same hand when their centres are closer than ``fraction`` of
     the smaller crop's side."""
     return float(np.hypot(a.cx - b.cx, a.cy - b.cy)) < fraction * min(a.size, b.size)
 
 
-def _landmark_iou(a: np.ndarray, b: np.ndarray) -> float:
-    lo_a, hi_a, lo_b, hi_b = a.min(0), a.max(0), b.min(0), b.max(0)
-    inter = np.prod(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None))
-    union = np.prod(hi_a - lo_a) + np.prod(hi_b - lo_b) - inter
-    return float(inter / union) if union > 0 else 0.0
+def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean px between corresponding points of two (21, 2) landmark sets."""
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def _same_hand(a: np.ndarray, b: np.ndarray, share: float = SAME_HAND) -> bool:
+    """Two (21, 2) landmark sets are one hand when their keypoints lie within ``share`` of
+    a palm's length of each other on average. Box overlap cannot tell: two hands pressed
+    together have nearly the same box."""
+    scale = max(de.palm_length(a), de.palm_length(b))
+    return float(np.linalg.norm(a - b, axis=1).mean()) < share * scale
 
 
 class HandTracker:
@@ -101,9 +131,15 @@ class HandTracker:
         self._next_id = 0
         self._since_detect = 0
         self._hunt = 0
-        self._right_prob: dict[int, float] = {}  # running handedness per live track
-        self._lost: dict[int, tuple[int, float]] = {}  # id -> (frames since lost, right prob)
+        self._right_prob: dict[int, float] = {}  # running handedness per live or lost track
+        self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
+        self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
+        self._lost: dict[int, int] = {}  # id -> frames since lost
+        self._frame = 0
+        self.background = de.Background()
         self.detector_runs = 0
+        self.deoccluded = 0  # hand-frames whose estimate came from a cleaned crop
+        self.deocclusion_seconds = 0.0
 
     def step(self, image_rgb: np.ndarray) -> list[Observation]:
         cfg = self.config
@@ -111,66 +147,216 @@ class HandTracker:
         flags = dict.fromkeys(rois, FrameFlag.TRACKED)
         self._since_detect += 1
         missing = len(rois) < cfg.max_hands
+        self._look_where_lost(rois, flags)
         if not rois or (missing and (self._hunt > 0 or self._since_detect >= cfg.redetect_every)):
             self._since_detect = 0
             self.detector_runs += 1
             for palm in self.palm.detect(image_rgb):
-                if len(rois) >= cfg.max_hands:
-                    break
                 roi = palm.roi()
-                if any(_overlaps(roi, other) for other in rois.values()):
+                # A crop centred on a tracked one looks at that hand; a palm further off may
+                # be a second hand beside or behind it, which only its landmarks can tell.
+                if any(_same_crop(roi, other) for other in rois.values()):
                     continue
                 rois[self._next_id] = roi
                 flags[self._next_id] = FrameFlag.DETECTED
                 self._next_id += 1
         ids = list(rois)
-        hands = self.landmarker.estimate(image_rgb, [rois[i] for i in ids])
-        kept = [(i, h) for i, h in zip(ids, hands, strict=True) if h.presence >= cfg.min_presence]
-        kept = self._drop_duplicates(kept)
-        kept = self._reidentify(kept, set(self._tracks), flags)
-        alive = {i for i, _ in kept}
-        for i in set(self._tracks) - alive:
-            self._lost[i] = (0, self._right_prob.pop(i, 0.5))
-        self._lost = {i: (age + 1, p) for i, (age, p) in self._lost.items()
+        estimates = self.landmarker.estimate(image_rgb, [rois[i] for i in ids])
+        hands = dict(zip(ids, estimates, strict=True))
+        if cfg.deocclusion.enabled:
+            self._deocclude(image_rgb, rois, hands, flags)
+        found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
+        kept = self._assign(found, flags)
+        ahead = {i: 1 + self._lost.get(i, 0) for i in kept}
+        self._age_lost(set(kept))
+        for i, h in kept.items():  # handedness memory: a slow running mean, never one frame's word
+            self._right_prob[i] = 0.8 * self._right_prob.get(i, h.right_prob) + 0.2 * h.right_prob
+            xy = h.image_xyz[:, :2]
+            motion = self._motion.get(i)
+            overlapped = i in self._overlapping
+            self._motion[i] = (
+                de.HandMotion.start(xy)
+                if motion is None
+                else motion.follow(xy, ahead[i], overlapped)
+            )
+        # Beside the other hand, the next crop goes where the hand's motion says, not
+        # where this frame's estimate (possibly pulled toward the other hand) lies.
+        self._tracks = {
+            i: lm.roi_from_landmarks(
+                self._motion[i].expected(0) if i in self._overlapping else h.image_xyz[:, :2]
+            )
+            for i, h in kept.items()
+        }
+        self._frame += 1
+        if cfg.deocclusion.enabled and cfg.max_hands > 1:
+            self._refresh_background(image_rgb, kept)
+        return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _deocclude(
+        self,
+        image_rgb: np.ndarray,
+        rois: dict[int, Roi],
+        hands: dict[int, lm.HandLandmarks],
+        flags: dict[int, FrameFlag],
+    ) -> None:
+        """Where tracked hands' crops overlap, estimate each again on its crop cleaned of
+        the other hands (:mod:`.deocclusion`) and keep the cleaned estimate where it
+        agrees better with where the hand should be; those frames are flagged
+        ``DEOCCLUDED``. Costs nothing when no two tracked crops overlap."""
+        cfg = self.config.deocclusion
+        live = [i for i in rois if i in self._motion]  # tracked, or looked for where lost
+        self._overlapping = set()
+        if len(live) < 2:
+            return
+        pairs = [(i, [j for j in live if j != i and de.crops_overlap(rois[i], rois[j])])
+                 for i in live]  # fmt: skip
+        self._overlapping = {i for i, others in pairs if others}
+        if not self._overlapping:
+            return
+        started = time.perf_counter()
+        expected = {i: self._expected(i) for i in live}
+        jobs = []
+        for i, others in pairs:
+            if others:
+                others_xy = [expected[j] for j in others]
+                cleaned = de.clean_crop(
+                    image_rgb, rois[i], expected[i], others_xy, cfg, self.background
+                )
+                if cleaned is not None:
+                    jobs.append((i, cleaned))
+        images = [im for _, c in jobs for im in (c.removal, c.deocclusion)]
+        again = self.landmarker.estimate(images, [rois[i] for i, _ in jobs for _ in range(2)])
+        for k, (i, _) in enumerate(jobs):
+            options = [hands[i], again[2 * k], again[2 * k + 1]]
+            memory = self._right_prob.get(i, 0.5)
+            scores = [
+                de.disagreement(h.image_xyz[:, :2], h.right_prob, expected[i], memory, cfg)
+                if h.presence >= self.config.min_presence else float("inf")
+                for h in options
+            ]  # fmt: skip
+            pick = de.choose(scores, cfg)
+            if pick:
+                hands[i] = options[pick]
+                flags[i] |= FrameFlag.DEOCCLUDED
+                self.deoccluded += 1
+        self.deocclusion_seconds += time.perf_counter() - started
+
+    def _refresh_background(self, image_rgb: np.ndarray, kept: dict[int, lm.HandLandmarks]) -> None:
+        """Every ``background_every`` frames, the pixels no hand covers go into the
+        background that fills removed hands."""
+        cfg = self.config.deocclusion
+        if self._frame % cfg.background_every:
+            return
+        started = time.perf_counter()
+        covered = np.zeros(image_rgb.shape[:2], np.uint8)
+        for h in kept.values():
+            de.draw_hand(covered, h.image_xyz[:, :2], cfg)
+        self.background.update(image_rgb, covered > 0)
+        self.deocclusion_seconds += time.perf_counter() - started
+
+    def _assign(
+        self, found: dict[int, lm.HandLandmarks], flags: dict[int, FrameFlag]
+    ) -> dict[int, lm.HandLandmarks]:
+        """Which hand each track id holds this frame (docs/architecture.md, "Two interacting
+        hands").
+
+        1. Crops that converged on one hand (landmark boxes overlapping by half): the hand
+           stays with the track whose last landmarks lie closest to it; new crops give way.
+        2. A track's estimate that lies on another track's hand (clearly nearer that
+           hand's expected place than its own: a crop that slid over at a crossing) goes
+           to that track if it is free this frame, else is let go. Handedness does not
+           decide this: the network misreads it on a hand half covered by the other.
+        3. A new crop takes back the id of a lost track of the same side (the nearest lost
+           one), unless a live track holds that side; the rest are new tracks.
+        At most ``max_hands`` ids are kept, tracked ones first, then the most present.
+        """
+        cfg = self.config
+        expected = {j: self._expected(j) for j in self._motion}
+        order = sorted(found, key=lambda i: (i not in self._tracks, self._distance(i, found[i])))
+        kept: dict[int, lm.HandLandmarks] = {}
+        for i in order:
+            h = found[i]
+            if any(_same_hand(h.image_xyz[:, :2], o.image_xyz[:, :2]) for o in kept.values()):
+                continue
+            if i in self._motion:  # tracked, or looked for where it was lost
+                owner = self._owner(i, h, expected)
+                if owner is not None:
+                    if owner in kept or owner in found:  # it holds its own hand: a duplicate
+                        continue
+                    flags[owner] = flags[i]
+                    i = owner
+                if i in self._lost and _flipped(self._right_prob.get(i, 0.5), h.right_prob):
+                    continue
+            else:
+                i = self._returning(i, h, kept, flags)
+            kept[i] = h
+        if len(kept) > cfg.max_hands:
+            ranked = sorted(kept, key=lambda i: (i not in self._tracks, -kept[i].presence))
+            kept = {i: kept[i] for i in ranked[: cfg.max_hands]}
+        return kept
+
+    def _expected(self, i: int) -> np.ndarray:
+        """(21, 2) where track ``i``'s hand should be this frame (lost tracks: carried on
+        over the frames since)."""
+        return self._motion[i].expected(1 + self._lost.get(i, 0))
+
+    def _look_where_lost(self, rois: dict[int, Roi], flags: dict[int, FrameFlag]) -> None:
+        """A crop for each track lost within ``hunt_frames`` where its hand should be now,
+        while fewer than ``max_hands`` are tracked: a hand that the other one covers is
+        usually still there, and the palm detector misses a half-hidden palm."""
+        for i in sorted(self._lost, key=self._lost.get):
+            if len(rois) >= self.config.max_hands:
+                return
+            guess = lm.roi_from_landmarks(self._expected(i))
+            if not any(_same_crop(guess, other) for other in rois.values()):
+                rois[i] = guess
+                flags[i] = FrameFlag.TRACKED
+
+    def _distance(self, i: int, h: lm.HandLandmarks) -> float:
+        """Mean px between ``h`` and track ``i``'s last landmarks (inf for a new crop)."""
+        if i not in self._tracks:
+            return float("inf")
+        return float(np.linalg.norm(h.image_xyz[:, :2] - self._motion[i].last, axis=1).mean())
+
+    def _owner(self, i: int, h: lm.HandLandmarks, expected: dict[int, np.ndarray]) -> int | None:
+        """The other track (live or lost) whose hand track ``i``'s estimate ``h`` lies on,
+        or None. ``expected`` holds each track's expected (21, 2) place this frame."""
+        xy = h.image_xyz[:, :2]
+        own = _mean_distance(xy, expected[i])
+        for j in self._motion:
+            if j != i and _mean_distance(xy, expected[j]) < OWNER_MARGIN * own:
+                return j
+        return None
+
+    def _returning(
+        self, i: int, h: lm.HandLandmarks, kept: dict[int, lm.HandLandmarks],
+        flags: dict[int, FrameFlag],
+    ) -> int:  # fmt: skip
+        """A new crop's id: a lost track of its side comes back (occlusion, motion blur)."""
+        side = h.right_prob > 0.5
+        live_sides = {self._right_prob.get(j, 0.5) > 0.5 for j in kept if j in self._tracks}
+        same = [(age, j) for j, age in self._lost.items()
+                if (self._right_prob.get(j, 0.5) > 0.5) == side and j not in kept]  # fmt: skip
+        if not same or side in live_sides:
+            return i
+        _, old = min(same)
+        del self._lost[old]
+        flags[old] = flags[i]
+        return old
+
+    def _age_lost(self, alive: set[int]) -> None:
+        """Tracks not seen this frame become lost; lost ones are forgotten after
+        ``hunt_frames``, and the detector hunts while any track was just lost."""
+        cfg = self.config
+        newly_lost = set(self._tracks) - alive
+        for i in newly_lost:
+            self._lost[i] = 0
+        self._lost = {i: age + 1 for i, age in self._lost.items()
                       if i not in alive and age + 1 <= cfg.hunt_frames}  # fmt: skip
-        if set(self._tracks) - alive:
+        for i in set(self._motion) - alive - set(self._lost):
+            del self._motion[i]
+            self._right_prob.pop(i, None)
+        if newly_lost:
             self._hunt = cfg.hunt_frames
         elif self._hunt > 0:
             self._hunt -= 1
-        for i, h in kept:  # handedness memory: a slow running mean, never one frame's word
-            self._right_prob[i] = 0.8 * self._right_prob.get(i, h.right_prob) + 0.2 * h.right_prob
-        self._tracks = {i: lm.roi_from_landmarks(h.image_xyz[:, :2]) for i, h in kept}
-        return [Observation(i, h, flags[i]) for i, h in kept]
-
-    def _reidentify(
-        self,
-        kept: list[tuple[int, lm.HandLandmarks]],
-        previous: set[int],
-        flags: dict[int, FrameFlag],
-    ) -> list[tuple[int, lm.HandLandmarks]]:
-        """A hand found again soon after a track of the same side was lost (occlusion,
-        motion blur) continues that track's id, unless a live track already has that side."""
-        out = []
-        for i, h in kept:
-            if i not in previous and self._lost:
-                side = h.right_prob > 0.5
-                live_sides = {self._right_prob[j] > 0.5 for j, _ in kept if j in previous}
-                same = [(age, j) for j, (age, p) in self._lost.items() if (p > 0.5) == side]
-                if same and side not in live_sides:
-                    _, old = min(same)
-                    del self._lost[old]
-                    flags[old] = flags[i]
-                    i = old
-            out.append((i, h))
-        return out
-
-    @staticmethod
-    def _drop_duplicates(
-        kept: list[tuple[int, lm.HandLandmarks]],
-    ) -> list[tuple[int, lm.HandLandmarks]]:
-        """Two crops that converged on one hand: keep the older track (lower id)."""
-        out: list[tuple[int, lm.HandLandmarks]] = []
-        for i, h in sorted(kept, key=lambda item: item[0]):
-            if all(_landmark_iou(h.image_xyz[:, :2], o.image_xyz[:, :2]) < 0.5 for _, o in out):
-                out.append((i, h))
-        return out

@@ -125,15 +125,22 @@ def test_two_crossing_hands_are_both_found():
 
 @pytest.mark.blender
 @pytest.mark.render
-@pytest.mark.xfail(strict=True, reason="known defect, issue 12: at the crossing the tracked "
-                   "left hand's crop can jump onto the right hand and keep it (seen with "
-                   "Cycles seed 1: 3 tracks, the left track labelled on the right hand for 25 "
-                   "frames); strict, so the test fails once identity holds on both renders "
-                   "and this marker must go")  # fmt: skip
 def test_two_crossing_hands_keep_one_id_each_through_the_occlusion():
     """Each physical hand is one track through the crossing (one Action per hand for the
-    animator), on two renders of the clip with different pixel noise."""
+    animator), on two renders of the clip with different pixel noise; the back hand is
+    followed while it is partly covered.
+
+    Measured (Cycles seeds 0 and 1): 0 switches, one track per hand, every row on the
+    right side; the back (left) hand found on 97.9% of the frames where a third of its
+    keypoints show, on both (76% of all frames before issue 12). The bar of 90% leaves 3
+    of those 48 frames of margin."""
+    from bench.two_hands_eval import score_two_hands
+
     for seed in (0, 1):
-        take, _, ours = _crossing(seed)
+        take, truth, _ = _crossing(seed)
         assert sorted(t.handedness for t in take.tracks) == ["left", "right"], seed
-        assert ours.handedness_accuracy >= 0.95, seed
+        two = score_two_hands(take, truth)
+        assert two.switches == 0 and two.tracks_per_hand == (1, 1), (seed, two)
+        assert two.wrong_side_rows == 0 and two.duplicates == 0, (seed, two)
+        back = truth.handedness.index("left")
+        assert two.found_findable[back] >= 0.90, (seed, two)

@@ -1,0 +1,111 @@
+"""Scores for two interacting hands against a rendered clip's truth (numpy only).
+
+Identity is judged per track: each row of a track is matched to the true hand whose
+keypoints it lies on (mean 2D distance under ``match_px``); a track that moves from one
+true hand to the other is an identity switch, and a true hand that ends up in several
+tracks is fragmented. See docs/architecture.md, "Two interacting hands".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .synth.ground_truth import ClipGroundTruth, Visibility
+
+MATCH_PX = 60.0
+# The back hand counts as findable on a frame where at least this share of its keypoints
+# is visible (issue 12's bar: found on 95% of those frames).
+FINDABLE_VISIBLE_SHARE = 1.0 / 3.0
+
+
+@dataclass(frozen=True)
+class TwoHandScore:
+    """What an animator sees of two hands in one take.
+
+    Attributes:
+        tracks_per_hand: (H,) how many tracks cover each true hand (1 is right).
+        switches: rows where a track's matched true hand differs from its previous row's.
+        wrong_side_rows: rows whose track side is not the matched true hand's side.
+        found_findable: (H,) share of frames where the hand is findable (see
+            ``FINDABLE_VISIBLE_SHARE``) on which some track lies on it.
+        first_found: (H,) first frame on which the hand was found (-1 never).
+        hidden_px: median 2D error (px) of keypoints hidden by the other hand, matched rows.
+        visible_px: median 2D error (px) of visible keypoints, matched rows.
+        duplicates: frames where two tracks lie on the same true hand.
+    """
+
+    tracks_per_hand: tuple[int, ...]
+    switches: int
+    wrong_side_rows: int
+    found_findable: tuple[float, ...]
+    first_found: tuple[int, ...]
+    hidden_px: float
+    visible_px: float
+    duplicates: int
+
+
+def match_rows(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> dict[int, np.ndarray]:
+    """Per track id, the (N,) true hand index each row lies on (-1: none within
+    ``match_px``). Where two tracks lie on one hand in a frame, both keep that match (a
+    duplicate, counted by :func:`score_two_hands`)."""
+    out = {}
+    for tr in take.tracks:
+        hands = np.full(len(tr), -1, np.int64)
+        for row, f in enumerate(tr.frames):
+            if not 0 <= f < truth.num_frames:
+                continue
+            d = np.linalg.norm(truth.keypoints_px[f] - tr.keypoints_2d[row][None], axis=-1)
+            mean = d.mean(axis=1)  # (H,)
+            if mean.min() <= match_px:
+                hands[row] = int(mean.argmin())
+        out[tr.track_id] = hands
+    return out
+
+
+def score_two_hands(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> TwoHandScore:
+    """Score ``take`` against ``truth`` (any number of true hands)."""
+    matches = match_rows(take, truth, match_px)
+    h_count, t_count = truth.num_hands, truth.num_frames
+    covered = np.zeros((t_count, h_count), np.int64)
+    tracks_per_hand = [set() for _ in range(h_count)]
+    switches = wrong_side = 0
+    hidden: list[np.ndarray] = []
+    visible: list[np.ndarray] = []
+    for tr in take.tracks:
+        hands = matches[tr.track_id]
+        seen = hands[hands >= 0]
+        switches += int(np.sum(seen[1:] != seen[:-1]))
+        for row, (f, h) in enumerate(zip(tr.frames, hands, strict=True)):
+            if h < 0:
+                continue
+            covered[f, h] += 1
+            tracks_per_hand[h].add(tr.track_id)
+            wrong_side += tr.handedness != truth.handedness[h]
+            err = np.linalg.norm(tr.keypoints_2d[row] - truth.keypoints_px[f, h], axis=1)
+            vis = truth.visibility[f, h]
+            hidden.append(err[vis == Visibility.OCCLUDED_BY_OTHER_HAND])
+            visible.append(err[vis == Visibility.VISIBLE])
+    findable = np.mean(truth.visibility == Visibility.VISIBLE, axis=2) >= FINDABLE_VISIBLE_SHARE
+    found = covered > 0
+    rate = tuple(
+        float(found[findable[:, h], h].mean()) if findable[:, h].any() else float("nan")
+        for h in range(h_count)
+    )
+    first = tuple(int(np.argmax(found[:, h])) if found[:, h].any() else -1 for h in range(h_count))
+
+    def median(parts: list[np.ndarray]) -> float:
+        joined = np.concatenate(parts) if parts else np.zeros(0)
+        return float(np.median(joined)) if joined.size else float("nan")
+
+    return TwoHandScore(
+        tracks_per_hand=tuple(len(s) for s in tracks_per_hand),
+        switches=switches,
+        wrong_side_rows=wrong_side,
+        found_findable=rate,
+        first_found=first,
+        hidden_px=median(hidden),
+        visible_px=median(visible),
+        duplicates=int(np.sum(covered > 1)),
+    )

@@ -1,0 +1,276 @@
+"""Two-hand de-occlusion and removal: clean each hand's crop of the other hand.
+
+The idea is HDR's (ECCV 2022): where two hands' crops overlap, a landmark network trained
+on single hands is pulled toward the other hand, so paint the other hand out of the target
+hand's crop and run the ordinary single-hand network on the cleaned crop. HDR learns the
+masks and the inpainting; here the masks come from the hands' own keypoints and the fill
+from a background estimate, all numpy/OpenCV:
+
+- **Masks.** A hand's amodal (whole-hand) silhouette is drawn from its 21 keypoints:
+  the palm polygon, a capsule per finger bone and one up the forearm, widths in
+  proportion to the palm's length. The keypoints used are the previous frames' landmarks
+  carried on at their velocity (this frame's first pass is the estimate being repaired).
+- **Two variants per hand**, since which hand is in front is not known before the
+  landmarks are: *removal* paints the other hand's pixels that lie outside this hand's
+  silhouette (right when this hand is in front), *de-occlusion* paints the other
+  hand's whole silhouette (right when it is behind: the network then completes the
+  hidden part as it does for any partly hidden hand).
+- **Fill** from a running background (pixels last seen with no hand over them: a static
+  camera shows what is behind the hands on other frames), else the median colour of the
+  crop around the hands.
+- **Decision.** Per hand, the landmark network's answers on the original crop and the
+  variants are compared with where the hand should be (its last landmarks moved on at
+  their velocity) and with the side the track has held; the cleaned answer is kept only
+  when it is nearer by a margin (``DeocclusionConfig.prefer``).
+
+Where it sits in the pipeline and why: docs/architecture.md, "Two interacting hands".
+Every function takes and returns plain arrays; image coordinates are pixels, x right, y down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import Roi
+
+# MediaPipe keypoint order: 0 wrist, then 4 per finger (thumb, index, middle, ring, pinky).
+PALM_POLYGON = (0, 1, 2, 5, 9, 13, 17)
+FINGER_BONES = (
+    *tuple((base + k, base + k + 1) for base in (1, 5, 9, 13, 17) for k in range(3)),
+    (0, 1),
+    (0, 5),
+    (0, 17),
+)
+
+
+# Alpha-beta gains of a hand's centre filter (HandMotion.follow): clear of the other hand,
+# and while their crops overlap.
+GAINS = (0.85, 0.3)
+OVERLAP_GAINS = (0.3, 0.02)
+
+
+@dataclass(frozen=True)
+class DeocclusionConfig:
+    """Settings of the stage. Lengths are shares of the palm's length (wrist to middle
+    knuckle in the image), so they hold at any hand size.
+
+    ``finger_width`` and ``forearm_width`` are capsule diameters, ``forearm_length`` how
+    far the forearm is drawn past the wrist; ``grow`` widens every silhouette (the
+    keypoints sit on the bone axis and carry a few pixels of error); ``prefer`` is how
+    much nearer (share of the palm's length, mean over keypoints) to the expected place a
+    cleaned estimate must be to replace the original; ``side_weight`` turns a change of
+    handedness into the same unit; ``background_every`` is how often (frames) the running
+    background takes in the pixels that no hand covers.
+    """
+
+    enabled: bool = True
+    finger_width: float = 0.30
+    forearm_width: float = 0.85
+    forearm_length: float = 1.2
+    grow: float = 0.08
+    prefer: float = 0.05
+    side_weight: float = 0.5
+    background_every: int = 4
+
+
+def palm_length(xy: np.ndarray) -> float:
+    """Pixels from the wrist to the middle finger's knuckle of (21, 2) keypoints."""
+    return max(float(np.linalg.norm(xy[9] - xy[0])), 1.0)
+
+
+def draw_hand(
+    mask: np.ndarray, xy: np.ndarray, config: DeocclusionConfig, offset: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Draw the amodal silhouette of the hand with (21, 2) image keypoints ``xy`` into the
+    uint8 ``mask`` (set to 255), whose pixel (0, 0) is image pixel ``offset`` (x, y).
+    Returns ``mask``."""
+    pts = xy - np.asarray(offset, np.float64)
+    scale = palm_length(xy)
+    grow = config.grow * scale
+    finger = max(round(config.finger_width * scale + grow), 1)
+    poly = np.round(pts[list(PALM_POLYGON)]).astype(np.int32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(poly), 255)
+    cv2.polylines(mask, [cv2.convexHull(poly)], True, 255, max(round(grow), 1))
+    for a, b in FINGER_BONES:
+        pa, pb = np.round(pts[a]).astype(int), np.round(pts[b]).astype(int)
+        cv2.line(mask, tuple(pa.tolist()), tuple(pb.tolist()), 255, finger, cv2.LINE_8)
+    along = (pts[0] - pts[9]) / scale  # unit vector from the knuckles down to the wrist
+    elbow = pts[0] + along * config.forearm_length * scale
+    forearm = max(round(config.forearm_width * scale + grow), 1)
+    cv2.line(
+        mask,
+        tuple(np.round(pts[0]).astype(int).tolist()),
+        tuple(np.round(elbow).astype(int).tolist()),
+        255,
+        forearm,
+        cv2.LINE_8,
+    )
+    return mask
+
+
+def hand_mask(xy: np.ndarray, shape: tuple[int, int], config: DeocclusionConfig) -> np.ndarray:
+    """(H, W) bool amodal silhouette of the hand with (21, 2) keypoints ``xy`` in an image
+    of ``shape`` (H, W)."""
+    return draw_hand(np.zeros(shape, np.uint8), xy, config) > 0
+
+
+def roi_box(roi: Roi, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Axis-aligned (x0, y0, x1, y1) pixel box (end exclusive) around a rotated crop,
+    clipped to an image of ``shape`` (H, W); None when it lies outside the image."""
+    c = roi.corners()
+    x0, y0 = np.floor(c.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(c.max(axis=0)).astype(int) + 1
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, shape[1]), min(y1, shape[0])
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def crops_overlap(a: Roi, b: Roi) -> bool:
+    """Whether two rotated crops share any area."""
+    area, _ = cv2.intersectConvexConvex(
+        a.corners().astype(np.float32), b.corners().astype(np.float32)
+    )
+    return area > 0.0
+
+
+class Background:
+    """A running estimate of what is behind the hands, for a static camera: each pixel
+    holds its colour from the last refresh on which no hand covered it.
+
+    ``image`` (H, W, 3) uint8 and ``known`` (H, W) bool once the first frame came in.
+    """
+
+    def __init__(self) -> None:
+        self.image: np.ndarray | None = None
+        self.known: np.ndarray | None = None
+
+    def update(self, frame: np.ndarray, hands_mask: np.ndarray) -> None:
+        """Take in ``frame`` (H, W, 3) uint8 where ``hands_mask`` (H, W) bool is False."""
+        if self.image is None or self.image.shape != frame.shape:
+            self.image = np.zeros_like(frame)
+            self.known = np.zeros(frame.shape[:2], bool)
+        free = ~hands_mask
+        self.image[free] = frame[free]
+        self.known |= free
+
+
+def fill(
+    frame: np.ndarray,
+    paint: np.ndarray,
+    box: tuple[int, int, int, int],
+    background: Background | None,
+) -> np.ndarray:
+    """A copy of ``frame`` (H, W, 3) uint8 with the pixels where ``paint`` (h, w) bool is
+    True, inside ``box`` (x0, y0, x1, y1; ``paint`` covers exactly that box), replaced by
+    the background where it is known and by the median colour of the box's unpainted
+    pixels elsewhere."""
+    x0, y0, x1, y1 = box
+    out = frame.copy()
+    region = out[y0:y1, x0:x1]
+    rest = region[~paint]
+    flat = np.median(rest, axis=0) if rest.size else np.full(3, 127.0)
+    region[paint] = flat.astype(np.uint8)
+    if background is not None and background.image is not None:
+        known = background.known[y0:y1, x0:x1] & paint
+        region[known] = background.image[y0:y1, x0:x1][known]
+    return out
+
+
+@dataclass(frozen=True)
+class CleanedCrops:
+    """The two cleaned images of one hand's crop (H, W, 3) uint8, and the silhouettes
+    (h, w) bool inside ``box`` (x0, y0, x1, y1) they were made from."""
+
+    removal: np.ndarray
+    deocclusion: np.ndarray
+    box: tuple[int, int, int, int]
+    own: np.ndarray
+    other: np.ndarray
+
+
+def clean_crop(
+    frame: np.ndarray,
+    roi: Roi,
+    own_xy: np.ndarray,
+    others_xy: list[np.ndarray],
+    config: DeocclusionConfig,
+    background: Background | None,
+) -> CleanedCrops | None:
+    """Both cleaned versions of ``frame`` for the crop ``roi`` of the hand expected at
+    ``own_xy`` (21, 2) with the other hands expected at ``others_xy`` (each (21, 2));
+    None when no other hand's silhouette reaches into the crop."""
+    box = roi_box(roi, frame.shape[:2])
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    size = (y1 - y0, x1 - x0)
+    canvas = np.zeros(size, np.uint8)
+    for xy in others_xy:
+        draw_hand(canvas, xy, config, (x0, y0))
+    other = canvas > 0
+    if not other.any():
+        return None
+    own = draw_hand(np.zeros(size, np.uint8), own_xy, config, (x0, y0)) > 0
+    return CleanedCrops(
+        removal=fill(frame, other & ~own, box, background),
+        deocclusion=fill(frame, other, box, background),
+        box=box,
+        own=own,
+        other=other,
+    )
+
+
+@dataclass(frozen=True)
+class HandMotion:
+    """Where a tracked hand is going: its last landmarks ``last`` (21, 2) px, the filtered
+    centre of its keypoints ``centre`` (2,) px and its ``velocity`` (2,) px per frame."""
+
+    last: np.ndarray
+    centre: np.ndarray
+    velocity: np.ndarray
+
+    @classmethod
+    def start(cls, xy: np.ndarray) -> HandMotion:
+        """A hand first seen at (21, 2) keypoints ``xy``, at rest."""
+        return cls(xy, xy.mean(axis=0), np.zeros(2))
+
+    def expected(self, ahead: int = 1) -> np.ndarray:
+        """(21, 2) where the hand should be ``ahead`` frames on: the last landmarks'
+        shape at the centre carried on at the velocity. The shape is not extrapolated:
+        a finger's own motion carried on amplifies its noise."""
+        return self.last + (self.centre + ahead * self.velocity - self.last.mean(axis=0))
+
+    def follow(self, xy: np.ndarray, ahead: int, overlapped: bool) -> HandMotion:
+        """The motion after seeing the hand at (21, 2) ``xy`` ``ahead`` frames after the
+        last time (an alpha-beta filter on the centre). While its crop overlaps another
+        hand's, a measurement is as likely pulled toward that hand as right, so the
+        filter trusts its own prediction far more (``OVERLAP_GAINS``)."""
+        alpha, beta = OVERLAP_GAINS if overlapped else GAINS
+        predicted = self.centre + ahead * self.velocity
+        miss = xy.mean(axis=0) - predicted
+        return HandMotion(xy, predicted + alpha * miss, self.velocity + beta * miss / ahead)
+
+
+def disagreement(
+    xy: np.ndarray,
+    right_prob: float,
+    expected: np.ndarray,
+    side_memory: float,
+    config: DeocclusionConfig,
+) -> float:
+    """How far an estimate (21, 2) px with handedness ``right_prob`` is from the hand's
+    expected place (mean px over keypoints, in palm lengths) plus ``side_weight`` times
+    its handedness's distance from the track's running handedness ``side_memory``."""
+    scale = palm_length(expected)
+    off = float(np.linalg.norm(xy - expected, axis=1).mean()) / scale
+    return off + config.side_weight * abs(right_prob - side_memory)
+
+
+def choose(scores: list[float], config: DeocclusionConfig) -> int:
+    """Index of the estimate to keep: 0 (the original crop's) unless a cleaned one
+    (1, 2, ...) disagrees less by more than ``config.prefer``."""
+    best = int(np.argmin(scores))
+    return best if best > 0 and scores[best] < scores[0] - config.prefer else 0
