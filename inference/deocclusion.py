@@ -19,9 +19,10 @@ from a background estimate, all numpy/OpenCV:
   camera shows what is behind the hands on other frames), else the median colour of the
   crop around the hands.
 - **Decision.** Per hand, the landmark network's answers on the original crop and the
-  variants are compared with where the hand should be (its last landmarks moved on at
-  their velocity) and with the side the track has held; the cleaned answer is kept only
-  when it is nearer by a margin (``DeocclusionConfig.prefer``).
+  variants are compared with where the hand should be (its last landmarks carried on at
+  the velocity of their centre, :class:`HandMotion`); the cleaned answer is kept only
+  when it is nearer by a margin (``DeocclusionConfig.prefer``), and cleaned crops are
+  only tried when the first answer strays (``DeocclusionConfig.gate``).
 
 Where it sits in the pipeline and why: docs/architecture.md, "Two interacting hands".
 Every function takes and returns plain arrays; image coordinates are pixels, x right, y down.
@@ -61,8 +62,10 @@ class DeocclusionConfig:
     far the forearm is drawn past the wrist; ``grow`` widens every silhouette (the
     keypoints sit on the bone axis and carry a few pixels of error); ``prefer`` is how
     much nearer (share of the palm's length, mean over keypoints) to the expected place a
-    cleaned estimate must be to replace the original; ``side_weight`` turns a change of
-    handedness into the same unit; ``background_every`` is how often (frames) the running
+    cleaned estimate must be to replace the original; ``gate``, in the same unit, how far
+    a first estimate may stray before cleaned crops are tried at all (on the crossing
+    clips a cleaned crop never won below 0.33, and trying costs two landmark runs);
+    ``background_every`` is how often (frames) the running
     background takes in the pixels that no hand covers.
     """
 
@@ -71,8 +74,8 @@ class DeocclusionConfig:
     forearm_width: float = 0.85
     forearm_length: float = 1.2
     grow: float = 0.08
+    gate: float = 0.3
     prefer: float = 0.05
-    side_weight: float = 0.5
     background_every: int = 4
 
 
@@ -153,7 +156,7 @@ class Background:
             self.image = np.zeros_like(frame)
             self.known = np.zeros(frame.shape[:2], bool)
         free = ~hands_mask
-        self.image[free] = frame[free]
+        np.copyto(self.image, frame, where=free[..., None])
         self.known |= free
 
 
@@ -170,12 +173,15 @@ def fill(
     x0, y0, x1, y1 = box
     out = frame.copy()
     region = out[y0:y1, x0:x1]
-    rest = region[~paint]
-    flat = np.median(rest, axis=0) if rest.size else np.full(3, 127.0)
-    region[paint] = flat.astype(np.uint8)
+    unknown = paint
     if background is not None and background.image is not None:
         known = background.known[y0:y1, x0:x1] & paint
-        region[known] = background.image[y0:y1, x0:x1][known]
+        np.copyto(region, background.image[y0:y1, x0:x1], where=known[..., None])
+        unknown = paint & ~known
+    if unknown.any():
+        rest = region[~paint][::7]  # a sample is enough for a median colour
+        flat = np.median(rest, axis=0) if rest.size else np.full(3, 127.0)
+        region[unknown] = flat.astype(np.uint8)
     return out
 
 
@@ -254,19 +260,11 @@ class HandMotion:
         return HandMotion(xy, predicted + alpha * miss, self.velocity + beta * miss / ahead)
 
 
-def disagreement(
-    xy: np.ndarray,
-    right_prob: float,
-    expected: np.ndarray,
-    side_memory: float,
-    config: DeocclusionConfig,
-) -> float:
-    """How far an estimate (21, 2) px with handedness ``right_prob`` is from the hand's
-    expected place (mean px over keypoints, in palm lengths) plus ``side_weight`` times
-    its handedness's distance from the track's running handedness ``side_memory``."""
-    scale = palm_length(expected)
-    off = float(np.linalg.norm(xy - expected, axis=1).mean()) / scale
-    return off + config.side_weight * abs(right_prob - side_memory)
+def disagreement(xy: np.ndarray, expected: np.ndarray) -> float:
+    """How far an estimate (21, 2) px is from the hand's ``expected`` (21, 2) place: mean
+    px over keypoints, in palm lengths. Handedness is left out: the network misreads it
+    on a hand half covered by the other (a term for it made the crossing clips worse)."""
+    return float(np.linalg.norm(xy - expected, axis=1).mean()) / palm_length(expected)
 
 
 def choose(scores: list[float], config: DeocclusionConfig) -> int:

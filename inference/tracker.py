@@ -163,8 +163,10 @@ class HandTracker:
         ids = list(rois)
         estimates = self.landmarker.estimate(image_rgb, [rois[i] for i in ids])
         hands = dict(zip(ids, estimates, strict=True))
-        if cfg.deocclusion.enabled:
-            self._deocclude(image_rgb, rois, hands, flags)
+        overlaps = self._overlaps(rois)
+        self._overlapping = {i for i, others in overlaps.items() if others}
+        if cfg.deocclusion.enabled and self._overlapping:
+            self._deocclude(image_rgb, rois, overlaps, hands, flags)
         found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
         kept = self._assign(found, flags)
         ahead = {i: 1 + self._lost.get(i, 0) for i in kept}
@@ -192,49 +194,51 @@ class HandTracker:
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
 
+    def _overlaps(self, rois: dict[int, Roi]) -> dict[int, list[int]]:
+        """For each known hand's crop this frame (tracked, or looked for where it was
+        lost), the other known hands whose crops overlap it."""
+        live = [i for i in rois if i in self._motion]
+        return {i: [j for j in live if j != i and de.crops_overlap(rois[i], rois[j])] for i in live}
+
     def _deocclude(
         self,
         image_rgb: np.ndarray,
         rois: dict[int, Roi],
+        overlaps: dict[int, list[int]],
         hands: dict[int, lm.HandLandmarks],
         flags: dict[int, FrameFlag],
     ) -> None:
-        """Where tracked hands' crops overlap, estimate each again on its crop cleaned of
-        the other hands (:mod:`.deocclusion`) and keep the cleaned estimate where it
-        agrees better with where the hand should be; those frames are flagged
-        ``DEOCCLUDED``. Costs nothing when no two tracked crops overlap."""
+        """Where known hands' crops overlap and a hand's estimate strays from where it
+        should be (more than ``DeocclusionConfig.gate``), estimate it again on its crop
+        cleaned of the other hands (:mod:`.deocclusion`) and keep the cleaned estimate
+        where it agrees better; those frames are flagged ``DEOCCLUDED``. Costs nothing
+        when no two crops overlap."""
         cfg = self.config.deocclusion
-        live = [i for i in rois if i in self._motion]  # tracked, or looked for where lost
-        self._overlapping = set()
-        if len(live) < 2:
-            return
-        pairs = [(i, [j for j in live if j != i and de.crops_overlap(rois[i], rois[j])])
-                 for i in live]  # fmt: skip
-        self._overlapping = {i for i, others in pairs if others}
-        if not self._overlapping:
-            return
         started = time.perf_counter()
-        expected = {i: self._expected(i) for i in live}
+        expected = {i: self._expected(i) for i in overlaps}
+
+        def score(i: int, h: lm.HandLandmarks) -> float:
+            if h.presence < self.config.min_presence:
+                return float("inf")
+            return de.disagreement(h.image_xyz[:, :2], expected[i])
+
         jobs = []
-        for i, others in pairs:
-            if others:
+        for i, others in overlaps.items():
+            if others and score(i, hands[i]) > cfg.gate:
                 others_xy = [expected[j] for j in others]
                 cleaned = de.clean_crop(
                     image_rgb, rois[i], expected[i], others_xy, cfg, self.background
                 )
                 if cleaned is not None:
                     jobs.append((i, cleaned))
+        if not jobs:
+            self.deocclusion_seconds += time.perf_counter() - started
+            return
         images = [im for _, c in jobs for im in (c.removal, c.deocclusion)]
         again = self.landmarker.estimate(images, [rois[i] for i, _ in jobs for _ in range(2)])
         for k, (i, _) in enumerate(jobs):
             options = [hands[i], again[2 * k], again[2 * k + 1]]
-            memory = self._right_prob.get(i, 0.5)
-            scores = [
-                de.disagreement(h.image_xyz[:, :2], h.right_prob, expected[i], memory, cfg)
-                if h.presence >= self.config.min_presence else float("inf")
-                for h in options
-            ]  # fmt: skip
-            pick = de.choose(scores, cfg)
+            pick = de.choose([score(i, h) for h in options], cfg)
             if pick:
                 hands[i] = options[pick]
                 flags[i] |= FrameFlag.DEOCCLUDED
