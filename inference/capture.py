@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,7 +14,6 @@ from handmocap.errors import HandmocapError
 from handmocap.retarget.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 from handmocap.sides import Side
 from handmocap.take import (
-    OBSERVATION_FIELDS,
     EngineFacts,
     FrameFlag,
     FrameRange,
@@ -22,6 +22,7 @@ from handmocap.take import (
     make_header,
 )
 
+from .hand_identity import decide_sides, drop_phantoms, join_reappearing, keep_side
 from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
@@ -29,10 +30,10 @@ from .progress import NoProgress, Progress
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
 
+log = logging.getLogger(__name__)
+
 # Keypoints the network places outside the image are guesses: halve their confidence.
 OUTSIDE_IMAGE_CONFIDENCE = 0.5
-# A track shorter than this many frames is a false detection, not a hand.
-MIN_TRACK_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class CaptureConfig:
     """Everything that decides a capture, built once from CLI flags or Blender properties."""
 
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # One side only (the other hand is still followed, so that it cannot take the
+    # chosen hand's place); None keeps both.
+    hands: Side | None = None
     frames: FrameRange = field(default_factory=FrameRange)
     fov_deg: float | None = None  # horizontal; None = DEFAULT_FOV_DEG, recorded as a guess
     fps: float | None = None  # for image folders, or to override a file's rate
@@ -87,8 +91,7 @@ class _TrackBuilder:
         )
         return Track(
             track_id=self.track_id,
-            # Decided over the whole track: one odd frame never flips a hand.
-            handedness=Side.RIGHT if float(np.mean(right)) > 0.5 else Side.LEFT,
+            handedness=Side.RIGHT if float(np.mean(right)) > 0.5 else Side.LEFT,  # see decide_sides
             frames=np.array(self.frames, np.int64),
             keypoints_2d=xyz[..., :2],
             keypoints_rel_depth=xyz[..., 2],
@@ -121,7 +124,11 @@ def capture(
     """Capture the hands in ``video`` (a file or an image folder) into a Take.
 
     1. Tracks hands frame by frame (palm detection and landmarks, ``tracker`` or one built
-       from ``config.tracker``); tracks shorter than ``MIN_TRACK_FRAMES`` are dropped.
+       from ``config.tracker``, which also cleans the crops of two overlapping hands,
+       :mod:`.deocclusion`); then the tracks are settled over the whole clip
+       (:mod:`.hand_identity`: phantoms dropped, sides decided, a hand that came back
+       joined to its track, and for a one-side capture ``config.hands`` the other side
+       dropped, with a warning in the header when only the other side was seen).
     2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
        translation, fitted 3D keypoints) with the open hand model or ``config.mano_dir``,
        through intrinsics from ``config.fov_deg`` (else a guessed field of view, recorded
@@ -141,7 +148,7 @@ def capture(
     progress = progress or NoProgress()
     source = VideoSource(video, config.frames, fps=config.fps)
     info = source.info
-    tracker = tracker or HandTracker(config.tracker)
+    tracker = tracker or HandTracker(tracker_config(config))
     # Every asset the fit reads is checked now, not after the whole video was tracked.
     assets = fit_assets(config.mano_dir) if config.fit_mano else None
     fov = config.fov_deg or DEFAULT_FOV_DEG
@@ -163,14 +170,18 @@ def capture(
     tracking_seconds = time.perf_counter() - started
     if done == 0:
         raise HandmocapError(f"{video} yielded no frames in the range {config.frames}")
-    tracks = tuple(
-        b.build(info.width, info.height) for b in builders.values() if len(b) >= MIN_TRACK_FRAMES
-    )
-    tracks = join_reappearing(tracks, config.tracker.hunt_frames * config.frames.stride)
+    fps = info.fps / config.frames.stride
+    tracks = tuple(b.build(info.width, info.height) for b in builders.values())
+    tracks = decide_sides(drop_phantoms(tracks, fps))
+    # One person's two hands: a hand back after any gap is the one that left.
+    one_person = tracker.config.max_hands <= 2
+    gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
+    tracks, side_warning = keep_side(join_reappearing(tracks, gap), config.hands)
+    if side_warning:
+        log.warning(side_warning)
     k = intrinsics_from_fov(info.width, info.height, fov)
     hand_model = None
     prior: PriorReport | None = None
-    fps = info.fps / config.frames.stride
     if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
         fitter = load_fitter(assets, tracker.backend, config.fit)
@@ -193,11 +204,12 @@ def capture(
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
-            stages=stage_facts(config, prior) if config.fit_mano else None,
+            stages=stage_facts(config, prior, tracker),
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
         # kept with the take so that nobody mistakes a short take for the whole clip.
-        warnings=list(source.warnings), frames_short=source.frames_short,
+        warnings=[*source.warnings, *([side_warning] if side_warning else [])],
+        frames_short=source.frames_short,
         missing_frames=list(source.missing_frames),
     )  # fmt: skip
     take = Take(header, tracks)
@@ -209,42 +221,26 @@ def capture(
     return CaptureResult(take, done, seconds, tracker.detector_runs)
 
 
-def join_reappearing(tracks: tuple[Track, ...], max_gap: int) -> tuple[Track, ...]:
-    """One track for a hand that was lost and came back as a new track: a track continues
-    the latest earlier track of the same side (each decided over its whole track) that
-    ended at most ``max_gap`` video frames before it started, when no other track of that
-    side was seen in between. The tracker itself re-identifies a hand within that window,
-    but only from the handedness of the first frame it sees again, which is often wrong
-    while the hand is still half hidden."""
-    ordered = sorted(tracks, key=lambda t: int(t.frames[0]))
-    joined: list[Track] = []
-    for tr in ordered:
-        start = int(tr.frames[0])
-        same = [i for i, t in enumerate(joined) if t.handedness == tr.handedness]
-        earlier = [i for i in same if int(joined[i].frames[-1]) < start]
-        if earlier:
-            i = max(earlier, key=lambda k: int(joined[k].frames[-1]))
-            end = int(joined[i].frames[-1])
-            between = any(int(joined[k].frames[-1]) > end for k in same if k != i)
-            if start - end - 1 <= max_gap and not between:
-                joined[i] = _concatenate(joined[i], tr)
-                continue
-        joined.append(tr)
-    return tuple(sorted(joined, key=lambda t: t.track_id))
+def tracker_config(config: CaptureConfig) -> TrackerConfig:
+    """The tracker's settings for ``config``: a one-side capture follows two hands."""
+    if config.hands is None or config.tracker.max_hands >= 2:
+        return config.tracker
+    return replace(config.tracker, max_hands=2)
 
 
-def _concatenate(first: Track, second: Track) -> Track:
-    """``second``'s rows after ``first``'s, under ``first``'s id; the side decided again
-    over both."""
-    rows = {n: np.concatenate([getattr(first, n), getattr(second, n)]) for n in OBSERVATION_FIELDS}
-    side = Side.RIGHT if float(np.mean(rows["right_prob"])) > 0.5 else Side.LEFT
-    return replace(first, handedness=side, **rows)
-
-
-def stage_facts(config: CaptureConfig, prior: PriorReport | None) -> dict:
+def stage_facts(config: CaptureConfig, prior: PriorReport | None, tracker: HandTracker) -> dict:
     """The header's record of the optional stages that ran and their settings."""
-    facts: dict = {"mano_fit": {"iterations": config.fit.iterations}}
-    facts["motion_prior"] = prior_facts(config.prior, prior)
+    deocc = tracker.config.deocclusion
+    facts: dict = {
+        "deocclusion": {
+            "enabled": deocc.enabled,
+            "frames": tracker.deoccluded,
+            "seconds": round(tracker.deocclusion_seconds, 3),
+        }
+    }
+    if config.fit_mano:
+        facts["mano_fit"] = {"iterations": config.fit.iterations}
+        facts["motion_prior"] = prior_facts(config.prior, prior)
     return facts
 
 

@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--overlay", type=Path, help="also write a video with the skeletons drawn")
     cap.add_argument("--device", choices=DEVICES, default="auto")
     cap.add_argument("--max-hands", type=int, default=2)
+    cap.add_argument(
+        "--hands", choices=HANDS, default="both",
+        help="keep both hands or one side only (both are still followed, so the other hand "
+        "cannot take the chosen one's place)",
+    )  # fmt: skip
+    cap.add_argument(
+        "--deocclusion", action=argparse.BooleanOptionalAction, default=True,
+        help="clean each hand's crop of the other hand where two hands overlap (default on)",
+    )  # fmt: skip
     cap.add_argument("--start", type=int, default=0, help="first frame (inclusive)")
     cap.add_argument("--end", type=int, help="last frame (exclusive)")
     cap.add_argument("--stride", type=int, default=1, help="use every K-th frame")
@@ -98,7 +107,8 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 # Optional stages of the pipeline and whether this engine has them.
-ENGINE_STAGES = (("mano_fit", True), ("deocclusion", False), ("motion_prior", True))
+ENGINE_STAGES = (("mano_fit", True), ("deocclusion", True), ("motion_prior", True))
+HANDS = ("both", "left", "right")
 
 
 class Terminated(KeyboardInterrupt):
@@ -205,17 +215,22 @@ def _check_paths(video: Path, outputs: list[tuple[str, Path]]) -> None:
 def _capture_config(args: argparse.Namespace) -> CaptureConfig:
     """The capture settings from the flags, every number checked (HandmocapError names the
     flag): --fps finite 1..1000, --fov 10..170, --max-hands 1..4, the frame range."""
+    from handmocap.sides import Side
     from handmocap.take import FrameRange
 
     from .capture import CaptureConfig
+    from .deocclusion import DeocclusionConfig
     from .motion_prior import PriorConfig
     from .tracker import TrackerConfig
     from .video import check_fps
 
     if args.fps is not None:
         check_fps(args.fps)
+    deocclusion = DeocclusionConfig(enabled=args.deocclusion)
     return CaptureConfig(
-        tracker=TrackerConfig(device=args.device, max_hands=args.max_hands),
+        tracker=TrackerConfig(device=args.device, max_hands=args.max_hands,
+                              deocclusion=deocclusion),
+        hands=None if args.hands == "both" else Side(args.hands),
         frames=FrameRange(args.start, args.end, args.stride),
         fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,
         prior=PriorConfig(smoothing=args.smoothing),
@@ -327,7 +342,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .motion_prior import DEFAULT_SMOOTHING, MAX_SMOOTHING
 
     smoothing = {"min": 0.0, "max": MAX_SMOOTHING, "default": DEFAULT_SMOOTHING}
-    report.update(take_version=TAKE_VERSION, stages=dict(ENGINE_STAGES), smoothing=smoothing)
+    report.update(take_version=TAKE_VERSION, stages=dict(ENGINE_STAGES), smoothing=smoothing,
+                  hands=list(HANDS))  # fmt: skip
     if args.json:
         print(json.dumps(report))
     else:

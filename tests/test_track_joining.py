@@ -1,11 +1,11 @@
-"""A hand lost and found again is one track (inference/capture.join_reappearing), so the
+"""A hand lost and found again is one track (inference/hand_identity.join_reappearing), so the
 motion prior can fill the frames it was hidden."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from handmocap.inference.capture import join_reappearing
+from handmocap.inference.hand_identity import join_reappearing
 from handmocap.sides import Side
 from handmocap.take import FrameFlag, Track
 
