@@ -180,6 +180,20 @@ def checked_engine(context: bpy.types.Context) -> EngineInfo | None:
     return info if same else None
 
 
+def capture_hands(context: bpy.types.Context, hands: str) -> dict[str, object]:
+    """The request's ``max_hands`` and ``hands`` for the panel's Hands choice (BOTH, LEFT,
+    RIGHT). One side is sent as ``--hands``, with both hands followed, so the other hand
+    cannot take the chosen one's place; only a checked engine older than that flag gets
+    ``--max-hands 1`` instead (an unchecked one is taken to be the engine this add-on
+    ships with)."""
+    if hands == "BOTH":
+        return {"max_hands": 2}
+    info = checked_engine(context)
+    if info is not None and hands.lower() not in info.hands:
+        return {"max_hands": 1}
+    return {"max_hands": 2, "hands": hands.lower()}
+
+
 def capture_smoothing(context: bpy.types.Context) -> float | None:
     """The capture's ``--smoothing``: the panel's slider, clamped to the engine's range,
     when the checked engine has the motion prior (the slider is shown only then); None
@@ -258,7 +272,7 @@ class CaptureSession:
                 python=bpy.path.abspath(prefs.engine_python), video=video,
                 take_path=self.take_path, device=device.lower(),
                 start=start, end=end, stride=settings.stride,
-                max_hands=2 if settings.hands == "BOTH" else 1,
+                **capture_hands(context, settings.hands),
                 mano_dir=Path(bpy.path.abspath(prefs.mano_dir)) if prefs.mano_dir else None,
                 fps=settings.video_fps or None, smoothing=capture_smoothing(context),
             )  # fmt: skip

@@ -87,6 +87,7 @@ class EngineInfo:
     take_version: int | None
     stages: Mapping[str, bool] = field(default_factory=dict)
     smoothing: SmoothingRange | None = None  # the motion prior's, None without the stage
+    hands: tuple[str, ...] = ()  # the --hands choices; () for an engine without the flag
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", MappingProxyType(dict(self.stages)))
@@ -191,6 +192,7 @@ def query_engine(python: str, device: str = "auto", timeout_s: float = 180.0) ->
         take_version=report.get("take_version"),
         stages=report.get("stages", {}),
         smoothing=_smoothing_range(report),
+        hands=tuple(str(h) for h in report.get("hands", ()) if isinstance(h, str)),
     )
 
 
@@ -219,6 +221,7 @@ class CaptureRequest:
     end: int | None = None
     stride: int = 1
     max_hands: int = 2
+    hands: str = "both"  # or "left"/"right": one side (``--hands``)
     mano_dir: Path | None = None
     fov_deg: float | None = None
     fps: float | None = None  # the video's frame rate, where the file does not state it
@@ -246,6 +249,8 @@ class CaptureRequest:
                "--max-hands", str(self.max_hands)]  # fmt: skip
         if self.end is not None:
             cmd += ["--end", str(self.end)]
+        if self.hands != "both":
+            cmd += ["--hands", self.hands]
         if self.mano_dir:
             cmd += ["--mano-dir", str(self.mano_dir)]
         if self.fov_deg:

@@ -108,7 +108,8 @@ def test_the_real_engine_reports_and_can_be_cancelled(tmp_path):
     info = engine.query_engine(sys.executable, "cpu")
     assert info.problems() == [] and info.has_stage("mano_fit")
     # the motion prior, with the range its Smoothing slider gets (the CLI's contract: 0..4)
-    assert info.has_stage("motion_prior") and not info.has_stage("deocclusion")
+    assert info.has_stage("motion_prior") and info.has_stage("deocclusion")
+    assert info.hands == ("both", "left", "right")  # the add-on sends --hands for one side
     span = info.smoothing
     assert (span.minimum, span.maximum) == (0.0, 4.0) and 0.0 < span.default <= 4.0, span
     video = cached_clip("demo")[0]
@@ -180,6 +181,15 @@ def test_smoothing_is_passed_to_the_engine_only_when_set(tmp_path):
         assert cmd[cmd.index("--smoothing") + 1] == text and cmd.count("--smoothing") == 1
     span = engine.SmoothingRange(0.0, 4.0, 1.0)
     assert (span.clamp(-1), span.clamp(2.25), span.clamp(9)) == (0.0, 2.25, 4.0)
+
+
+def test_one_side_is_sent_as_hands_with_both_hands_followed(tmp_path):
+    """Left or Right in the panel: the engine follows two hands and keeps the chosen side
+    (``--max-hands 1`` kept the best palm of either side)."""
+    base = engine.CaptureRequest(python="py", video=tmp_path / "v.mp4", take_path=tmp_path / "t")
+    assert "--hands" not in base.command()
+    cmd = replace(base, hands="left").command()
+    assert cmd[cmd.index("--hands") + 1] == "left" and cmd[cmd.index("--max-hands") + 1] == "2"
 
 
 def test_a_re_solve_runs_smooth_on_the_take_and_reports_like_a_capture(tmp_path):
