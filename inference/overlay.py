@@ -1,6 +1,8 @@
 """An overlay video to check a capture by eye: skeleton, handedness, confidence, track id,
 and the fitted hand mesh's outline when the take has MANO parameters; frames the motion
-prior filled are drawn grey and labelled "fill".
+prior filled are drawn grey and labelled "fill"; frames whose estimate came from a crop
+cleaned of the other hand (the de-occlusion stage) are labelled "deocc" and show the
+outline of the hand silhouette the stage draws from keypoints (magenta).
 
 A second pass over the video, drawn from the finished take, so it shows exactly what was
 saved (it can also be made later from any take).
@@ -21,11 +23,13 @@ from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
 from handmocap.sides import Side
 from handmocap.take import FrameFlag, FrameRange, Take, Track
 
+from .deocclusion import DeocclusionConfig, hand_mask
 from .video import VideoSource
 
 _COLOURS = {Side.RIGHT: (60, 200, 255), Side.LEFT: (255, 160, 60)}  # BGR: orange right, blue left
 _MESH = (120, 255, 120)
 _GUESS = (170, 170, 170)  # grey: a frame the motion prior filled (the hand was not seen)
+_SILHOUETTE = (255, 80, 255)  # magenta: the de-occlusion stage's silhouette of the hand
 
 
 def _mesh_vertices(track: Track, mano_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -96,6 +100,8 @@ def write_overlay(video: Path, take: Take, path: Path, frames: FrameRange | None
                     if tr.track_id in meshes:
                         verts_px, faces = meshes[tr.track_id]
                         _draw_outline(img, verts_px[row], faces)
+                    if tr.flags[row] & FrameFlag.DEOCCLUDED:
+                        _draw_silhouette(img, tr.keypoints_2d[row])
                     _draw_hand(img, tr, row, scale)
                 _label(img, f"frame {frame}", scale)
                 writer.write(img)
@@ -107,6 +113,13 @@ def write_overlay(video: Path, take: Take, path: Path, frames: FrameRange | None
         finally:
             writer.release()
     return Path(path)
+
+
+def _draw_silhouette(img: np.ndarray, keypoints_2d: np.ndarray) -> None:
+    """The outline of the silhouette :mod:`.deocclusion` draws for (21, 2) keypoints."""
+    mask = hand_mask(keypoints_2d, img.shape[:2], DeocclusionConfig()).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(img, contours, -1, _SILHOUETTE, 1, cv2.LINE_AA)
 
 
 def _label(img: np.ndarray, text: str, scale: int) -> None:
@@ -131,6 +144,8 @@ def _draw_hand(img: np.ndarray, tr: Track, row: int, scale: int) -> None:
     for p in pts:
         cv2.circle(img, tuple(p), 2 * scale, (255, 255, 255), -1, cv2.LINE_AA)
     how = "fill" if infilled else "det" if tr.flags[row] & FrameFlag.DETECTED else "trk"
+    if tr.flags[row] & FrameFlag.DEOCCLUDED:
+        how += " deocc"
     conf = float(tr.confidence[row].mean())
     label = f"#{tr.track_id} {tr.handedness[0].upper()} c{conf:.2f} {how}"
     x, y = pts[:, 0].min(), max(pts[:, 1].min() - 8 * scale, 12 * scale)

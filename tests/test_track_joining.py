@@ -1,11 +1,21 @@
-"""A hand lost and found again is one track (inference/hand_identity.join_reappearing), so the
-motion prior can fill the frames it was hidden."""
+"""Tracks settled over the whole clip (inference/hand_identity.py): a hand lost and found
+again is one track (so the motion prior can fill the frames it was hidden), phantoms are
+dropped, two hands at once are a left and a right, a one-side capture keeps its side."""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
 
-from handmocap.inference.hand_identity import join_reappearing
+import numpy as np
+import pytest
+
+from handmocap.inference.hand_identity import (
+    decide_sides,
+    drop_phantoms,
+    join_reappearing,
+    keep_side,
+    side_evidence,
+)
 from handmocap.sides import Side
 from handmocap.take import FrameFlag, Track
 
@@ -46,3 +56,61 @@ def test_tracks_that_must_stay_apart_do() -> None:
     a, b, c = _track(0, 0, 10, 0.9), _track(1, 5, 20, 0.9), _track(2, 30, 40, 0.9)
     out = join_reappearing((a, b, c), max_gap=30)
     assert [len(t) for t in out] == [11, 16 + 11]
+
+
+def test_with_two_hands_a_hand_back_after_any_gap_continues_its_track() -> None:
+    """One person's right hand, behind the other arm for 3 s at 30 fps: still one track."""
+    first, back = _track(0, 0, 40, 0.9), _track(3, 131, 160, 0.9)
+    assert len(join_reappearing((first, back), max_gap=30)) == 2
+    (joined,) = join_reappearing((first, back), max_gap=None)
+    assert joined.track_id == 0 and len(joined) == 41 + 30
+
+
+def _weak(track: Track, presence: float) -> Track:
+    return replace(track, confidence=np.full_like(track.confidence, presence))
+
+
+def test_short_weak_tracks_are_dropped_as_phantoms() -> None:
+    """At 30 fps, PHANTOM_SECONDS = 0.5 s is 15 frames: a 6-frame track seen with presence
+    0.6 is a phantom (as on the office clip); the same seen with 0.95 is a hand that
+    briefly entered; 2 frames are never a hand; a long weak track stays."""
+    phantom = _weak(_track(1, 10, 15, 0.9), 0.6)
+    entered = _weak(_track(2, 20, 25, 0.9), 0.95)
+    blip = _weak(_track(3, 30, 31, 0.9), 0.99)
+    long_weak = _weak(_track(4, 40, 80, 0.9), 0.6)
+    kept = drop_phantoms((phantom, entered, blip, long_weak), fps=30.0)
+    assert [t.track_id for t in kept] == [2, 4]
+    assert [t.track_id for t in drop_phantoms((phantom,), fps=10.0)] == [1]  # 5 frames at 10 fps
+
+
+def test_two_hands_on_screen_at_once_are_a_left_and_a_right() -> None:
+    """Both tracks read "right" (0.9 and 0.6, e.g. the back hand half hidden the whole
+    time): the weaker one is the left hand. Not at the same time, both stay right."""
+    sure, unsure = _track(0, 0, 40, 0.9), _track(1, 5, 40, 0.6)
+    sides = {t.track_id: t.handedness for t in decide_sides((sure, unsure))}
+    assert sides == {0: Side.RIGHT, 1: Side.LEFT}
+    later = _track(2, 50, 90, 0.6)
+    assert {t.handedness for t in decide_sides((sure, later))} == {Side.RIGHT}
+
+
+def test_the_side_weighs_confident_frames_more() -> None:
+    """10 clear frames at p(right) 0.9 and 20 unsure half-hidden ones at 0.3: the plain
+    mean (0.5) cannot tell; weighted by keypoint confidence (0.95 vs 0.2) it is right."""
+    track = _track(0, 0, 29, 0.9)
+    right = np.r_[np.full(10, 0.9), np.full(20, 0.3)].astype(np.float32)
+    conf = np.r_[np.full((10, 21), 0.95), np.full((20, 21), 0.2)].astype(np.float32)
+    track = replace(track, right_prob=right, confidence=conf)
+    assert side_evidence(track) == pytest.approx((10 * 0.95 * 0.9 + 20 * 0.2 * 0.3) / 13.5)
+    assert decide_sides((track,))[0].handedness == Side.RIGHT
+
+
+def test_a_one_side_capture_says_when_only_the_other_side_was_seen() -> None:
+    right, left = _track(0, 0, 47, 0.9), _track(1, 0, 47, 0.1)
+    assert keep_side((right, left), Side.LEFT) == ((left,), None)
+    assert keep_side((right, left), None) == ((right, left), None)
+    kept, warning = keep_side((right,), Side.LEFT)
+    assert kept == () and warning == (
+        "no left hand was found; a right hand was seen on 48 frames. Capture with --hands "
+        "right (Hands: Right in Blender) or both"
+    )
+    assert keep_side((), Side.LEFT) == ((), None)  # no hands at all: nothing to say here

@@ -1,0 +1,145 @@
+"""The de-occlusion stage's numpy/OpenCV parts on numbers (inference/deocclusion.py):
+silhouettes, fills, the background, the centre filter and the decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handmocap.inference import deocclusion as de
+from handmocap.inference.geometry import Roi
+
+CONFIG = de.DeocclusionConfig()
+
+
+def _open_hand(wrist: tuple[float, float], palm_px: float = 80.0) -> np.ndarray:
+    """(21, 2) keypoints of a flat open hand, fingers up, palm length ``palm_px``."""
+    x0, y0 = wrist
+    xy = np.zeros((21, 2))
+    xy[0] = (x0, y0)
+    bases = {1: -0.45, 5: -0.3, 9: -0.05, 13: 0.18, 17: 0.38}  # knuckle x, in palm lengths
+    for base, dx in bases.items():
+        knuckle = np.array([x0 + dx * palm_px, y0 - (0.6 if base == 1 else 1.0) * palm_px])
+        for k in range(4):  # the knuckle, then three joints straight up, 0.3 palm apart
+            xy[base + k] = knuckle + np.array([0.0, -0.3 * palm_px * k])
+    xy[9] = (x0, y0 - palm_px)  # the middle knuckle defines the palm length exactly
+    return xy
+
+
+def test_the_silhouette_covers_the_hand_and_its_forearm_in_proportion():
+    xy = _open_hand((200.0, 300.0), palm_px=80.0)
+    mask = de.hand_mask(xy, (480, 400), CONFIG)
+    assert de.palm_length(xy) == pytest.approx(80.0)
+    ij = np.round(xy).astype(int)
+    assert mask[ij[:, 1], ij[:, 0]].all()  # every keypoint inside
+    # A finger is a capsule (0.30 + 0.08) x 80 = 30 px wide: across the middle finger's
+    # middle joint, 30 +- 2 px of the row are hand (the neighbours are 20 px away).
+    row = mask[int(xy[10, 1])]
+    run = np.flatnonzero(row[int(xy[10, 0]) - 12 : int(xy[10, 0]) + 13])
+    assert run.size >= 25
+    # The forearm reaches 1.2 palm lengths (96 px) below the wrist, and no further.
+    assert mask[300 + 90, 200] and not mask[300 + 96 + 40, 200]
+    # Nothing far from the hand.
+    assert not mask[20, 20] and not mask[300, 380]
+
+
+def test_fill_uses_the_background_where_known_and_the_median_colour_elsewhere():
+    frame = np.full((60, 80, 3), 200, np.uint8)
+    frame[20:40, 30:50] = (10, 20, 30)  # the hand to remove
+    background = de.Background()
+    seen = np.full((60, 80, 3), 90, np.uint8)
+    covered = np.zeros((60, 80), bool)
+    covered[20:40, 30:40] = True  # the left half of the hand's place was never seen free
+    background.update(seen, covered)
+    box = (25, 15, 55, 45)
+    paint = np.zeros((30, 30), bool)
+    paint[5:25, 5:25] = True  # exactly the hand
+    out = de.fill(frame, paint, box, background)
+    assert (out[20:40, 40:50] == 90).all()  # known background
+    assert (out[20:40, 30:40] == 200).all()  # unknown: the median of the box's other pixels
+    untouched = np.ones((60, 80), bool)
+    untouched[20:40, 30:50] = False
+    assert np.array_equal(out[untouched], frame[untouched])
+    assert (frame[20:40, 30:50] == (10, 20, 30)).all()  # the input is not modified
+
+
+def test_the_background_keeps_what_a_hand_covers():
+    background = de.Background()
+    first = np.full((10, 10, 3), 50, np.uint8)
+    background.update(first, np.zeros((10, 10), bool))
+    second = np.full((10, 10, 3), 150, np.uint8)
+    hand = np.zeros((10, 10), bool)
+    hand[2:5, 2:5] = True
+    background.update(second, hand)
+    assert (background.image[2:5, 2:5] == 50).all() and (background.image[6:, 6:] == 150).all()
+    assert background.known.all()
+
+
+def test_crops_overlap_in_rotation_too():
+    a = Roi(100.0, 100.0, 100.0, 0.0)
+    assert de.crops_overlap(a, Roi(180.0, 100.0, 100.0, 0.0))  # 20 px shared
+    assert not de.crops_overlap(a, Roi(210.0, 100.0, 100.0, 0.0))  # 10 px apart
+    # Turned 45 degrees, a 100 px crop reaches 70.7 px left of its centre: it overlaps the
+    # first one (x 50..150) while its centre is less than 220.7 px along.
+    assert de.crops_overlap(a, Roi(219.0, 100.0, 100.0, np.pi / 4))
+    assert not de.crops_overlap(a, Roi(222.0, 100.0, 100.0, np.pi / 4))
+
+
+def test_the_centre_filter_carries_a_steady_hand_on_and_distrusts_a_jump_beside_another():
+    xy = _open_hand((100.0, 200.0))
+    motion = de.HandMotion.start(xy)
+    for step in range(1, 6):  # 10 px a frame to the right
+        motion = motion.follow(xy + np.array([10.0 * step, 0.0]), 1, overlapped=False)
+    ahead = motion.expected(1) - (xy + np.array([60.0, 0.0]))
+    assert np.abs(ahead).max() < 2.0  # within 2 px of where the hand will be
+    # Beside another hand, a measurement 30 px off the prediction moves the centre by
+    # 0.3 x 30 = 9 px (alpha), the velocity by 0.02 x 30 = 0.6 px/frame (beta).
+    predicted = motion.centre + motion.velocity
+    jumped = motion.follow(motion.expected(1) + np.array([30.0, 0.0]), 1, overlapped=True)
+    assert np.allclose(jumped.centre - predicted, (9.0, 0.0), atol=1e-9)
+    assert np.allclose(jumped.velocity - motion.velocity, (0.6, 0.0), atol=1e-9)
+    clear = motion.follow(motion.expected(1) + np.array([30.0, 0.0]), 1, overlapped=False)
+    assert np.allclose(clear.centre - predicted, (0.85 * 30.0, 0.0), atol=1e-9)
+    # A hand lost for 4 frames is expected 5 steps on.
+    assert np.allclose(motion.expected(5).mean(0), motion.centre + 5 * motion.velocity, atol=1e-9)
+
+
+def test_disagreement_is_in_palm_lengths_and_the_decision_needs_a_margin():
+    expected = _open_hand((100.0, 200.0), palm_px=80.0)
+    assert de.disagreement(expected + np.array([8.0, 0.0]), expected) == pytest.approx(0.1)
+    assert de.disagreement(expected + np.array([0.0, 40.0]), expected) == pytest.approx(0.5)
+    assert de.choose([0.40, 0.36, 0.50], CONFIG) == 0  # 0.04 better: not enough (0.05)
+    assert de.choose([0.40, 0.30, 0.32], CONFIG) == 1
+    assert de.choose([float("inf"), 0.8, 0.9], CONFIG) == 1  # the first found no hand
+    assert de.choose([0.2, float("inf"), float("inf")], CONFIG) == 0
+
+
+def test_clean_crop_removes_the_other_hand_and_leaves_this_one():
+    """Two flat hands drawn on a grey wall, the second 50 px to the right, overlapping:
+    the removal variant paints the second hand's pixels outside the first's silhouette
+    with the wall and keeps the first hand's pixels; the de-occlusion variant also
+    paints the shared part."""
+    own, other = _open_hand((200.0, 300.0)), _open_hand((250.0, 300.0))
+    wall = np.full((480, 480, 3), 120, np.uint8)
+    frame = wall.copy()
+    own_mask = de.hand_mask(own, frame.shape[:2], CONFIG)
+    other_mask = de.hand_mask(other, frame.shape[:2], CONFIG)
+    frame[other_mask] = (200, 60, 60)  # the other hand behind
+    frame[own_mask] = (60, 200, 60)  # this one in front
+    background = de.Background()
+    background.update(wall, np.zeros((480, 480), bool))
+    roi = Roi(210.0, 230.0, 260.0, 0.0)
+    cleaned = de.clean_crop(frame, roi, own, [other], CONFIG, background)
+    assert cleaned is not None
+    x0, y0, x1, y1 = cleaned.box
+    inside = np.zeros((480, 480), bool)
+    inside[y0:y1, x0:x1] = True
+    only_other = other_mask & ~own_mask & inside
+    assert only_other.sum() > 2000
+    assert (cleaned.removal[only_other] == 120).all()
+    assert (cleaned.removal[own_mask] == (60, 200, 60)).all()
+    assert (cleaned.deocclusion[other_mask & inside] == 120).all()
+    # A crop the other hand does not reach is left alone.
+    far = Roi(60.0, 60.0, 60.0, 0.0)
+    away = other + np.array([300.0, 0.0])
+    assert de.clean_crop(frame, far, own, [away], CONFIG, background) is None
