@@ -32,6 +32,10 @@ PHANTOM_SECONDS = 0.5
 PHANTOM_PRESENCE = 0.8
 # Two tracks sharing at least this many frames are two hands at once.
 SHARED_FRAMES = 3
+# A track continues another only if it starts within this many palm lengths of where the
+# other ended: a hand back from behind the other arm is near where it went; a third
+# person's hand that enters elsewhere is not it.
+JOIN_RADIUS = 4.0
 
 
 def side_evidence(track: Track) -> float:
@@ -82,7 +86,8 @@ def join_reappearing(tracks: tuple[Track, ...], max_gap: int | None) -> tuple[Tr
     """One track for a hand that was lost and came back as a new track: a track continues
     the latest earlier track of the same side that ended before it started, at most
     ``max_gap`` video frames before (None: whatever the gap, right for one person's two
-    hands), when no other track of that side was seen in between. The tracker itself
+    hands) and within ``JOIN_RADIUS`` palm lengths of where it ended, when no other
+    track of that side was seen in between. The tracker itself
     re-identifies a hand within its hunt window, but only from the handedness of the
     first frame it sees again, which is often wrong while the hand is still half hidden.
     The sides must be decided first (:func:`decide_sides`)."""
@@ -96,11 +101,20 @@ def join_reappearing(tracks: tuple[Track, ...], max_gap: int | None) -> tuple[Tr
             i = max(earlier, key=lambda k: int(joined[k].frames[-1]))
             end = int(joined[i].frames[-1])
             between = any(int(joined[k].frames[-1]) > end for k in same if k != i)
-            if (max_gap is None or start - end - 1 <= max_gap) and not between:
+            near = _distance_in_palms(joined[i], tr) < JOIN_RADIUS
+            if (max_gap is None or start - end - 1 <= max_gap) and not between and near:
                 joined[i] = _concatenate(joined[i], tr)
                 continue
         joined.append(tr)
     return tuple(sorted(joined, key=lambda t: t.track_id))
+
+
+def _distance_in_palms(first: Track, second: Track) -> float:
+    """How far ``second``'s first keypoints' centre is from ``first``'s last, in the
+    larger of the two palm lengths (wrist to middle knuckle, pixels)."""
+    a, b = first.keypoints_2d[-1], second.keypoints_2d[0]
+    palm = max(float(np.linalg.norm(a[9] - a[0])), float(np.linalg.norm(b[9] - b[0])), 1.0)
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) / palm
 
 
 def _concatenate(first: Track, second: Track) -> Track:

@@ -7,8 +7,18 @@ hand), or every ``redetect_every`` frames while fewer than ``max_hands`` hands a
 (a new hand may have entered); otherwise each hand's next crop comes from its landmarks.
 All crops of a frame go to the landmark network in one batched call.
 
-Identity: a hand found again within ``hunt_frames`` of losing a track of the same side
-takes that track's id back, so occlusion does not split one physical hand into several.
+Two hands, and where this departs from MediaPipe (docs/architecture.md, "Two interacting
+hands"):
+
+- A palm beside a tracked hand is run through the landmark network rather than thrown
+  away; two estimates are one hand only when their keypoints nearly coincide.
+- Each hand's centre follows an alpha-beta filter (:class:`.deocclusion.HandMotion`).
+  A lost track is looked for where its hand should be; an estimate that lies on another
+  track's expected place goes to that track; while two crops overlap, the next crop
+  follows the filter rather than an estimate the other hand may have pulled over.
+- Where crops overlap, :mod:`.deocclusion` cleans each crop of the other hand.
+- A hand found again near where a lost track of its side should be takes that id back;
+  while a track is hunted for, a new hand elsewhere does not take its place.
 """
 
 from __future__ import annotations
@@ -40,6 +50,11 @@ class TrackerConfig:
     redetect_every: int = 10
     hunt_frames: int = 30
     threads: int = 0
+    # A palm crop whose centre lies within this share of a tracked crop's side is that
+    # hand again. The back hand at a crossing was measured 0.48 of a side away (81 px,
+    # crops of 168 px), so the former bar of 0.5 threw it away (docs/architecture.md,
+    # "Two interacting hands"); its landmarks now decide.
+    same_crop: float = 0.25
     deocclusion: de.DeocclusionConfig = field(default_factory=de.DeocclusionConfig)
 
     def validated(self) -> TrackerConfig:
@@ -71,15 +86,14 @@ def build_models(
     return palm, lm.HandLandmarker(files.hand_landmark, backend, config.threads)
 
 
-# A palm crop whose centre lies within this share of a tracked crop's side from it is that
-# hand again. The back hand at a crossing was measured 0.48 of a side away (81 px, crops of
-# 168 px), so the old bar of 0.5 threw it away; issue 12 in docs/architecture.md.
-SAME_CROP = 0.25
 # Landmarks closer than this share of the palm's length (mean over keypoints) are one hand.
 SAME_HAND = 0.3
 # An estimate nearer another track's expected place than this share of its distance to
 # its own track's expected place lies on the other track's hand.
 OWNER_MARGIN = 0.6
+# A new hand takes a lost track's id only within this many palm lengths of where that
+# track's hand should be (three hands in view: the third is not the one that was lost).
+RETURN_RADIUS = 3.0
 # A handedness beyond this (or below 1 - this) is a confident call of one side.
 CONFIDENT_SIDE = 0.8
 
@@ -92,7 +106,7 @@ def _flipped(memory: float, right_prob: float) -> bool:
     )
 
 
-def _same_crop(a: Roi, b: Roi, fraction: float = SAME_CROP) -> bool:
+def _same_crop(a: Roi, b: Roi, fraction: float) -> bool:
     """Two crops look at the same hand when their centres are closer than ``fraction`` of
     the smaller crop's side."""
     return float(np.hypot(a.cx - b.cx, a.cy - b.cy)) < fraction * min(a.size, b.size)
@@ -155,7 +169,7 @@ class HandTracker:
                 roi = palm.roi()
                 # A crop centred on a tracked one looks at that hand; a palm further off may
                 # be a second hand beside or behind it, which only its landmarks can tell.
-                if any(_same_crop(roi, other) for other in rois.values()):
+                if any(_same_crop(roi, other, cfg.same_crop) for other in rois.values()):
                     continue
                 rois[self._next_id] = roi
                 flags[self._next_id] = FrameFlag.DETECTED
@@ -190,7 +204,7 @@ class HandTracker:
             for i, h in kept.items()
         }
         self._frame += 1
-        if cfg.deocclusion.enabled and cfg.max_hands > 1:
+        if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
 
@@ -292,10 +306,12 @@ class HandTracker:
                 if i in self._lost and _flipped(self._right_prob.get(i, 0.5), h.right_prob):
                     continue
             else:
-                i = self._returning(i, h, kept, flags)
+                i = self._returning(i, h, kept, expected, flags)
+                if i not in self._motion and len(kept) + len(self._lost) >= cfg.max_hands:
+                    continue  # a lost hand keeps its place while it is hunted for
             kept[i] = h
         if len(kept) > cfg.max_hands:
-            ranked = sorted(kept, key=lambda i: (i not in self._tracks, -kept[i].presence))
+            ranked = sorted(kept, key=lambda i: (i not in self._motion, -kept[i].presence))
             kept = {i: kept[i] for i in ranked[: cfg.max_hands]}
         return kept
 
@@ -312,7 +328,7 @@ class HandTracker:
             if len(rois) >= self.config.max_hands:
                 return
             guess = lm.roi_from_landmarks(self._expected(i))
-            if not any(_same_crop(guess, other) for other in rois.values()):
+            if not any(_same_crop(guess, other, self.config.same_crop) for other in rois.values()):
                 rois[i] = guess
                 flags[i] = FrameFlag.TRACKED
 
@@ -334,13 +350,22 @@ class HandTracker:
 
     def _returning(
         self, i: int, h: lm.HandLandmarks, kept: dict[int, lm.HandLandmarks],
-        flags: dict[int, FrameFlag],
+        expected: dict[int, np.ndarray], flags: dict[int, FrameFlag],
     ) -> int:  # fmt: skip
-        """A new crop's id: a lost track of its side comes back (occlusion, motion blur)."""
+        """A new crop's id: a lost track of its side comes back (occlusion, motion blur)
+        when the hand is within ``RETURN_RADIUS`` palm lengths of where that track's hand
+        should be; a hand further off is another hand."""
         side = h.right_prob > 0.5
         live_sides = {self._right_prob.get(j, 0.5) > 0.5 for j in kept if j in self._tracks}
-        same = [(age, j) for j, age in self._lost.items()
-                if (self._right_prob.get(j, 0.5) > 0.5) == side and j not in kept]  # fmt: skip
+        centre = h.image_xyz[:, :2].mean(axis=0)
+        same = [
+            (age, j)
+            for j, age in self._lost.items()
+            if (self._right_prob.get(j, 0.5) > 0.5) == side
+            and j not in kept
+            and np.linalg.norm(centre - expected[j].mean(axis=0))
+            < RETURN_RADIUS * de.palm_length(expected[j])
+        ]
         if not same or side in live_sides:
             return i
         _, old = min(same)

@@ -114,3 +114,17 @@ def test_a_one_side_capture_says_when_only_the_other_side_was_seen() -> None:
         "right (Hands: Right in Blender) or both"
     )
     assert keep_side((), Side.LEFT) == ((), None)  # no hands at all: nothing to say here
+
+
+def test_a_hand_that_appears_far_from_where_one_was_lost_is_another_hand() -> None:
+    """Palm 80 px; the new right hand starts 400 px (5 palm lengths) from where the lost
+    one was last seen: a third person's hand, not the same one back (JOIN_RADIUS 4)."""
+    hand = np.zeros((21, 2), np.float32)
+    hand[9] = (0.0, -80.0)
+    lost, new = _track(0, 0, 20, 0.9), _track(1, 30, 50, 0.9)
+    lost = replace(lost, keypoints_2d=np.broadcast_to(hand + 100.0, lost.keypoints_2d.shape))
+    near = replace(new, keypoints_2d=np.broadcast_to(hand + 300.0, new.keypoints_2d.shape))
+    away = hand + np.array([500.0, 100.0], np.float32)
+    far = replace(new, keypoints_2d=np.broadcast_to(away, new.keypoints_2d.shape))
+    assert len(join_reappearing((lost, near), max_gap=None)) == 1  # 2.5 palm lengths
+    assert len(join_reappearing((lost, far), max_gap=None)) == 2
