@@ -16,7 +16,14 @@ from scipy.ndimage import binary_dilation
 
 from bench.synth.cache import cached_clip
 from bench.synth.clip_spec import PRESETS
-from bench.synth.ground_truth import Visibility, load_ground_truth
+from bench.synth.ground_truth import (
+    Visibility,
+    alone_image_name,
+    hands_meet,
+    load_alone_rgb,
+    load_ground_truth,
+)
+from bench.synth.hand_surface import forearm_mesh, skinned_vertices
 from bench.synth.occluder import EDGE_FRAMES, plan_occluder
 from bench.synth.render_clip import plan_motion
 
@@ -32,6 +39,11 @@ SILHOUETTE_TOLERANCE_PX = 2
 def smoke():
     mp4, npz = cached_clip("smoke")
     return mp4, load_ground_truth(npz)
+
+
+@pytest.fixture(scope="module")
+def smoke_npz():
+    return cached_clip("smoke")[1]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +131,9 @@ def test_visibility_codes_are_sensible(demo):
     assert counts[Visibility.OUTSIDE_IMAGE] == 0
 
 
+# A few seconds: two touching fists, 2 frames at 128x96.
+TINY_TOUCHING = {"num_frames": 2, "width": 128, "height": 96, "samples": 2}
+
 # A few seconds: the "occluded" preset shrunk to 12 frames at 96x96, hidden for 2 of them.
 TINY_OCCLUDED = {"num_frames": 12, "occluder_frames": 2, "width": 96, "height": 96, "samples": 4}
 
@@ -153,6 +168,88 @@ def test_occluder_hides_the_hand_in_the_truth_and_in_the_pixels(hands):
             assert on_hand == 0, t
         elif t in far:
             assert on_hand > 0.5 * outline.sum(), t
+
+
+def _check_amodal_truth(npz, gt):
+    """Each hand's amodal mask holds its visible one; hands are rendered alone exactly on
+    the frames where they meet on screen, elsewhere amodal equals visible; an alone render
+    is the frame without the other hand. Returns the frames on which the other hand hides
+    part of some hand."""
+    frames = gt.header["alone_frames"]
+    assert frames == [t for t in range(gt.num_frames) if hands_meet(gt.segmentation[t], 2)]
+    video = _frames(npz.with_suffix(".mp4"))
+    hidden = []
+    for t in range(gt.num_frames):
+        for h in range(gt.num_hands):
+            visible = gt.segmentation[t] == h + 1
+            assert not np.any(visible & ~gt.amodal[t, h]), (t, h)
+            if t not in frames:
+                np.testing.assert_array_equal(gt.amodal[t, h], visible)
+                assert load_alone_rgb(npz, gt, t, h) is None
+                continue
+            assert (npz.parent / gt.header["alone_dir"] / alone_image_name(t, h)).is_file()
+            alone = load_alone_rgb(npz, gt, t, h).astype(int)
+            frame = cv2.cvtColor(video[t], cv2.COLOR_BGR2RGB).astype(int)
+            # Away from both hands it is the same backdrop (the video is compressed, and
+            # the other hand's faint shadow aside) ...
+            away = ~gt.amodal[t].any(axis=0)
+            assert np.median(np.abs(frame[away] - alone[away])) <= 6, (t, h)
+            # ... and where only the other hand was, the backdrop now shows.
+            gone = (gt.segmentation[t] == 2 - h) & ~gt.amodal[t, h]
+            assert np.abs(frame[gone] - alone[gone]).mean() > 20, (t, h)
+            if np.count_nonzero(gt.amodal[t, h] & ~visible) > 20:
+                hidden.append(t)
+    return hidden
+
+
+def test_amodal_truth_and_hands_rendered_alone(smoke_npz):
+    gt = load_ground_truth(smoke_npz)
+    assert gt.header["version"] == 3
+    hidden = _check_amodal_truth(smoke_npz, gt)
+    assert hidden, "the smoke clip's hands must overlap on some frame"
+
+
+def test_touching_fists_are_rendered_alone_from_the_first_frame():
+    _, npz = cached_clip("two_touching", **TINY_TOUCHING)
+    gt = load_ground_truth(npz)
+    assert gt.header["alone_frames"][:1] == [0]
+    # They touch in the pixels: the visible masks are next to each other on frame 0.
+    left = binary_dilation(gt.segmentation[0] == 1, iterations=2)
+    assert np.any(left & (gt.segmentation[0] == 2))
+    _check_amodal_truth(npz, gt)
+
+
+def test_contact_planning_sees_the_cage_blender_deforms(webxr_files, hands):
+    """The interaction layouts keep the hands apart on the skinned cage and forearm that
+    hand_surface.py computes in numpy: it must be where Blender puts them."""
+    bpy = pytest.importorskip("bpy")
+    from bench.synth import blender_scene as bs
+
+    spec = PRESETS["two_stacked"]
+    _, motions = plan_motion(spec, {s: hands[s] for s in spec.handedness})
+    bs.reset_blender()
+    scene = bs.setup_render(64, 64, 1, False)
+    for i, m in enumerate(motions):
+        b = bs.import_hand(scene, webxr_files.glb(m.hand.side), m.hand, (0.5, 0.4, 0.3), i + 1)
+        b.mesh.modifiers["subdivision"].show_viewport = False
+        for t in (0, 17):
+            bs.pose_hand(b, m.g_hand[t], m.p_hand[t], m.root_rotation[t], m.root_position[t],
+                         m.hand.rest_positions[0])  # fmt: skip
+            bpy.context.view_layer.update()
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            origin = m.root_position[t] - m.root_rotation[t] @ m.hand.rest_positions[0]
+            ours = [
+                skinned_vertices(m.hand, m.g_hand[t][None], m.p_hand[t][None])[0],
+                np.asarray(forearm_mesh(m.hand)[0]),
+            ]
+            for obj, expected in zip((b.mesh, b.forearm), ours, strict=True):
+                evaluated = obj.evaluated_get(depsgraph)
+                mesh = evaluated.to_mesh()
+                world = np.array(evaluated.matrix_world)
+                got = np.array([v.co for v in mesh.vertices]) @ world[:3, :3].T + world[:3, 3]
+                evaluated.to_mesh_clear()
+                want = expected @ m.root_rotation[t].T + origin
+                assert np.abs(got - want).max() < 1e-6, (m.hand.side, t, obj.name)
 
 
 def test_mediapipe_detects_the_rendered_hand(demo):

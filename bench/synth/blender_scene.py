@@ -23,6 +23,7 @@ from handmocap.retarget.hand_skeleton import WEBXR_25, WEBXR_25_PARENTS
 from handmocap.retarget.rotations import OPENCV_TO_BLENDER_CAMERA
 
 from .ground_truth import Visibility
+from .hand_surface import forearm_mesh
 
 # Marching from a keypoint towards the camera, a hit closer than this to the previous one
 # is the same surface again (numerical re-hit), not a new one.
@@ -267,50 +268,10 @@ def _add_forearm(
     skin: bpy.types.Material,
     suffix: str,
 ) -> bpy.types.Object:
-    """A tapered forearm from the wrist, so the hand does not end in a cut-off stump.
-
-    Its cross-section is fitted to the hand mesh's rim near the wrist (width across the
-    knuckle line, thickness along the palm normal). It is parented to the armature, which
-    carries the whole hand's motion; the wrist bone never moves inside the armature.
-    """
-    axis = -hand.finger_direction()
-    normal = hand.palm_normal() - (hand.palm_normal() @ axis) * axis
-    normal /= np.linalg.norm(normal)
-    side = np.cross(axis, normal)
-    wrist = hand.rest_positions[0]
-    rel = hand.vertices - wrist
-    near = np.abs(rel @ axis) < 0.01
-    half_width = float(np.percentile(np.abs(rel[near] @ side), 95))
-    half_thick = float(np.percentile(np.abs(rel[near] @ normal), 95))
-    length, rings, segs = 0.32, 8, 24
-    verts = []
-    for r in range(rings + 1):
-        t = r / rings
-        grow = 1.0 + 0.25 * t  # forearms widen towards the elbow
-        centre = wrist + axis * (length * t - 0.004)
-        for s in range(segs):
-            a = 2.0 * np.pi * s / segs
-            p = (
-                centre
-                + side * np.cos(a) * half_width * grow
-                + normal * np.sin(a) * half_thick * grow
-            )
-            verts.append(tuple(p))
-    faces = [
-        (
-            r * segs + s,
-            r * segs + (s + 1) % segs,
-            (r + 1) * segs + (s + 1) % segs,
-            (r + 1) * segs + s,
-        )
-        for r in range(rings)
-        for s in range(segs)
-    ]
-    # Wind the quads so their normals point outwards (visibility tests rely on it).
-    v = np.asarray(verts)
-    a, b, c = v[faces[0][0]], v[faces[0][1]], v[faces[0][2]]
-    if np.cross(b - a, c - a) @ (a - (wrist + axis * (a - wrist) @ axis)) < 0:
-        faces = [tuple(reversed(f)) for f in faces]
+    """A tapered forearm from the wrist (``hand_surface.forearm_mesh``), so the hand does
+    not end in a cut-off stump. It is parented to the armature, which carries the whole
+    hand's motion; the wrist bone never moves inside the armature."""
+    verts, faces = forearm_mesh(hand)
     mesh = bpy.data.meshes.new(f"forearm.{suffix}")
     mesh.from_pydata(verts, [], faces)
     for poly in mesh.polygons:
@@ -494,6 +455,21 @@ def setup_mask_output(scene: bpy.types.Scene, folder: Path, pass_indices: list[i
         id_mask.use_antialiasing = False
         tree.links.new(layers.outputs["IndexOB"], id_mask.inputs["ID value"])
         tree.links.new(id_mask.outputs["Alpha"], out.inputs[f"mask{idx}_"])
+
+
+@contextmanager
+def hidden_from_render(hands: list[BlenderHand]):
+    """Hide ``hands`` (mesh and forearm) from rendering inside the block, restoring each
+    object's own setting afterwards, even when the block fails."""
+    objects = [o for bh in hands for o in (bh.mesh, bh.forearm)]
+    saved = [o.hide_render for o in objects]
+    try:
+        for o in objects:
+            o.hide_render = True
+        yield
+    finally:
+        for o, hide in zip(objects, saved, strict=True):
+            o.hide_render = hide
 
 
 def render_frame(scene: bpy.types.Scene, frame: int, image_path: Path) -> None:

@@ -11,8 +11,15 @@ from handmocap.errors import HandmocapError
 from handmocap.models.webxr_hand import WebXRHand
 from handmocap.retarget.rotations import rotation_about
 
-Layout = Literal["right", "left", "two_apart", "two_crossing"]
-LAYOUTS: tuple[str, ...] = ("right", "left", "two_apart", "two_crossing")
+Layout = Literal[
+    "right", "left", "two_apart", "two_crossing",
+    "two_touching", "two_stacked", "two_tutting", "two_fingertips",
+]  # fmt: skip
+# Two hands in contact (or a few millimetres apart), planned together by interaction.py.
+INTERACTION_LAYOUTS: tuple[str, ...] = (
+    "two_touching", "two_stacked", "two_tutting", "two_fingertips",
+)  # fmt: skip
+LAYOUTS: tuple[str, ...] = ("right", "left", "two_apart", "two_crossing", *INTERACTION_LAYOUTS)
 FingerMotion = Literal["natural", "fast"]
 FINGER_MOTIONS: tuple[str, ...] = ("natural", "fast")
 
@@ -41,6 +48,10 @@ class ClipSpec:
     # "fast": taps and quick fist-to-spread in 0.1-0.3 s (motion.fast_finger_track), which
     # over-smoothing blurs; "natural": the unhurried key-pose sequence.
     finger_motion: FingerMotion = "natural"
+    # Two-hand clips: on the frames where the hands meet, also render each hand alone (the
+    # de-occlusion truth: amodal masks and hand-alone images). It costs about as much again
+    # as the clip on those frames, so only the clips that are scored on it do it.
+    render_alone: bool = False
 
     def validated(self) -> ClipSpec:
         if self.layout not in LAYOUTS:
@@ -62,6 +73,11 @@ class ClipSpec:
             raise HandmocapError(
                 f"unknown finger_motion {self.finger_motion!r}; choose one of {FINGER_MOTIONS}"
             )
+        if self.layout in INTERACTION_LAYOUTS and self.finger_motion != "natural":
+            raise HandmocapError(
+                f"the {self.layout!r} layout plans its own finger motion; "
+                "finger_motion must be 'natural'"
+            )
         return self
 
     @property
@@ -76,7 +92,11 @@ class ClipSpec:
 # right hand pass in front of the left one mid-clip (de-occlusion material). "occluded"
 # hides the hand behind a board for ~15 frames mid-clip and "fast" has quick taps and
 # fist-to-spread: a motion prior is measured on both (it must bridge the gap without
-# over-smoothing the fast motion).
+# over-smoothing the fast motion). The interaction clips put the hands in contact
+# (interaction.py): "two_touching" loose fists side by side, touching from the first frame
+# and parting late; "two_stacked" the right palm on the back of the left hand;
+# "two_tutting" the right hand sweeping in front of the left one and back, a few
+# millimetres off it; "two_fingertips" a steeple, fingertips touching, palms apart.
 PRESETS: dict[str, ClipSpec] = {
     "demo": ClipSpec("demo", seed=7, num_frames=48, width=512, height=512, layout="right"),
     "left": ClipSpec("left", seed=11, num_frames=48, width=512, height=512, layout="left"),
@@ -85,11 +105,15 @@ PRESETS: dict[str, ClipSpec] = {
     "two_crossing": ClipSpec("two_crossing", seed=17, num_frames=48, width=640, height=480,
                              layout="two_crossing", fov_deg=60.0),
     "smoke": ClipSpec("smoke", seed=3, num_frames=4, width=192, height=192, layout="two_crossing",
-                      samples=4, fov_deg=60.0),
+                      samples=4, fov_deg=60.0, render_alone=True),
     "occluded": ClipSpec("occluded", seed=19, num_frames=72, width=512, height=512,
                          layout="right", occluder_frames=15),
     "fast": ClipSpec("fast", seed=23, num_frames=72, width=512, height=512, layout="right",
                      finger_motion="fast"),
+    **{name: ClipSpec(name, seed=seed, num_frames=36, width=640, height=480, layout=name,
+                      fov_deg=60.0, render_alone=True)
+       for name, seed in (("two_touching", 29), ("two_stacked", 31), ("two_tutting", 37),
+                          ("two_fingertips", 41))},
 }  # fmt: skip
 
 
@@ -129,8 +153,11 @@ def plan_hands(
     resolutions.
 
     A person facing the camera shows the right hand on the image's left; the wrist is
-    placed below the image centre so the ~18 cm hand is centred.
+    placed below the image centre so the ~18 cm hand is centred. The interaction layouts
+    are planned by ``interaction.plan_interaction`` instead.
     """
+    if spec.layout in INTERACTION_LAYOUTS:
+        raise HandmocapError(f"the {spec.layout!r} layout is planned by interaction.py")
     plans = []
     palm = bool(rng.uniform() < 0.75)
     for side in spec.handedness:

@@ -12,6 +12,10 @@ prior must not smooth away. Same key poses, same blends, same limits.
 
 The wrist moves with a smooth random rotation about a base orientation and a smooth
 random translation (sums of a few low-frequency sinusoids with random phases).
+
+``pose_sequence_track`` walks through a given set of poses (the interaction layouts use it
+with ``CONTACT_POSES`` and a few key poses), and ``HandMotion`` turns angles and a wrist
+track into the posed skeleton and keypoints of a clip.
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handmocap.retarget.hand_skeleton import WEBXR_25
-from handmocap.retarget.joint_limits import clip_to_limits, limits_array
-from handmocap.retarget.rotations import axis_angle_to_matrix
+from handmocap.models.webxr_hand import WebXRHand
+from handmocap.retarget.hand_skeleton import WEBXR_25, WEBXR_FOR_MANO, WEBXR_FOR_MEDIAPIPE
+from handmocap.retarget.joint_limits import (
+    angles_to_local_rotations,
+    clip_to_limits,
+    limits_array,
+    spread_signs,
+)
+from handmocap.retarget.kinematics import forward_kinematics
+from handmocap.retarget.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 _FINGERS4 = ("index", "middle", "ring", "pinky")
 
@@ -95,6 +106,27 @@ KEY_POSES: dict[str, np.ndarray] = {
 }  # fmt: skip
 
 
+# Poses for hands in contact, kept apart from KEY_POSES (whose sorted names the articulation
+# track draws from). "steeple": fingertips meet those of the other hand, palms apart.
+CONTACT_POSES: dict[str, np.ndarray] = {
+    "steeple": _named_pose(lambda p: [
+        _finger(p, "index", 25, 12, 6, 4), _finger(p, "middle", 25, 12, 6),
+        _finger(p, "ring", 25, 12, 6, -4), _finger(p, "pinky", 25, 12, 6, -8),
+        _thumb(p, (0, 20, 0), 10, 5)]),
+    "steeple_open": _named_pose(lambda p: [
+        _finger(p, "index", 15, 5, 3, 10), _finger(p, "middle", 15, 5, 3),
+        _finger(p, "ring", 15, 5, 3, -8), _finger(p, "pinky", 15, 5, 3, -16),
+        _thumb(p, (-5, 30, 0), 5, 0)]),
+    "steeple_closed": _named_pose(lambda p: [
+        _finger(p, "index", 40, 20, 10, 2), _finger(p, "middle", 40, 20, 10),
+        _finger(p, "ring", 40, 20, 10, -2), _finger(p, "pinky", 40, 20, 10, -4),
+        _thumb(p, (5, 15, 0), 15, 10)]),
+    "loose_fist": _named_pose(lambda p: [
+        *(_finger(p, f, 70 + 4 * i, 80, 45) for i, f in enumerate(_FINGERS4)),
+        _thumb(p, (30, 15, 10), 35, 30)]),
+}  # fmt: skip
+
+
 def random_pose(rng: np.random.Generator) -> np.ndarray:
     """A random (25, 3) pose inside the limits with natural PIP/DIP coupling."""
     lim = limits_array()
@@ -107,14 +139,14 @@ def random_pose(rng: np.random.Generator) -> np.ndarray:
     return clip_to_limits(pose)
 
 
-def _min_jerk(s: np.ndarray) -> np.ndarray:
+def min_jerk(s: np.ndarray) -> np.ndarray:
     return s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
 
 
 def _transition(start: np.ndarray, end: np.ndarray, n_move: int) -> np.ndarray:
     """(n_move, 25, 3) minimum-jerk blend from ``start`` towards ``end`` (25, 3), ``end``
     itself excluded (it is the first frame of whatever follows)."""
-    s = _min_jerk(np.linspace(0.0, 1.0, n_move, endpoint=False))[:, None, None]
+    s = min_jerk(np.linspace(0.0, 1.0, n_move, endpoint=False))[:, None, None]
     return start + s * (end - start)
 
 
@@ -149,6 +181,33 @@ def articulation_track(
     track = np.stack(frames[:n_frames])
     if cfg.jitter_deg > 0:
         track = track + smooth_noise(rng, n_frames, (25, 3), fps, cfg.jitter_deg, 1.5)
+    return clip_to_limits(track)
+
+
+def pose_sequence_track(
+    rng: np.random.Generator,
+    n_frames: int,
+    fps: float,
+    poses: tuple[np.ndarray, ...],
+    transition_s: tuple[float, float],
+    hold_s: tuple[float, float],
+    jitter_deg: float,
+) -> np.ndarray:
+    """(n_frames, 25, 3) anatomical angles in degrees: a random walk through ``poses``
+    ((25, 3) each, never the same twice in a row when there are two or more), joined by
+    minimum-jerk moves of ``transition_s`` and holds of ``hold_s`` seconds, plus smooth
+    jitter of at most ``jitter_deg``, inside the limits."""
+    current = poses[int(rng.integers(len(poses)))]
+    frames: list[np.ndarray] = [current] * round(rng.uniform(*hold_s) * fps)
+    while len(frames) < n_frames:
+        choices = [p for p in poses if p is not current] or list(poses)
+        nxt = choices[int(rng.integers(len(choices)))]
+        frames.extend(_transition(current, nxt, max(2, round(rng.uniform(*transition_s) * fps))))
+        frames.extend([nxt] * round(rng.uniform(*hold_s) * fps))
+        current = nxt
+    track = np.stack(frames[:n_frames])
+    if jitter_deg > 0:
+        track = track + smooth_noise(rng, n_frames, (25, 3), fps, jitter_deg, 1.5)
     return clip_to_limits(track)
 
 
@@ -282,7 +341,37 @@ def wrist_track(
     """
     wobble = smooth_noise(rng, n_frames, (3,), fps, np.radians(rotation_amplitude_deg), 0.5)
     rotations = axis_angle_to_matrix(wobble) @ base_rotation
-    s = _min_jerk(np.linspace(0.0, 1.0, n_frames))[:, None]
+    s = min_jerk(np.linspace(0.0, 1.0, n_frames))[:, None]
     positions = start + s * (end - start)
     positions = positions + smooth_noise(rng, n_frames, (3,), fps, translation_amplitude_m, 0.6)
     return WristMotion(rotations=rotations, positions=positions)
+
+
+class HandMotion:
+    """Per-hand motion of one clip, all arrays over T frames (numpy only)."""
+
+    def __init__(self, hand: WebXRHand, angles: np.ndarray, rot: np.ndarray, pos: np.ndarray):
+        self.hand = hand
+        self.local = angles_to_local_rotations(
+            angles, hand.rest_frames, spread_signs(hand.rest_frames, hand.rest_positions)
+        )  # (T, 25, 3, 3)
+        self.root_rotation, self.root_position = rot, pos
+        t = len(angles)
+        eye = np.broadcast_to(np.eye(3), (t, 3, 3))
+        rest_wrist = np.broadcast_to(hand.rest_positions[0], (t, 3))
+        self.g_hand, self.p_hand = forward_kinematics(
+            hand.parents, hand.rest_positions, self.local, eye, rest_wrist
+        )
+        _, self.joints_cam = forward_kinematics(
+            hand.parents, hand.rest_positions, self.local, rot, pos
+        )
+        _, sites = forward_kinematics(
+            hand.parents, hand.keypoint_rest_positions(), self.local, rot, pos
+        )
+        self.keypoints_cam = sites[:, WEBXR_FOR_MEDIAPIPE]  # (T, 21, 3)
+
+    def mano_pose(self) -> np.ndarray:
+        """(T, 16, 3) axis-angle: global wrist rotation, then 15 local finger rotations."""
+        rots = self.local[:, WEBXR_FOR_MANO].copy()
+        rots[:, 0] = self.root_rotation @ self.local[:, 0]
+        return matrix_to_axis_angle(rots)

@@ -3,8 +3,10 @@
     python -m bench.synth.render_clip --preset demo --out out/demo
     python -m bench.synth.render_clip --preset two_crossing --frames 96 --size 640x480 --png
 
-Writes ``<out>/<name>.mp4`` and ``<out>/<name>.npz`` (see ``ground_truth.py``), and with
-``--png`` also ``<out>/<name>_frames/00000.png ...``. Everything is decided by the spec's
+Writes ``<out>/<name>.mp4`` and ``<out>/<name>.npz`` (see ``ground_truth.py``), each hand
+rendered alone on the frames where two hands meet on screen as
+``<out>/<name>_alone/h<h>_<t:05d>.png``, and with ``--png`` also
+``<out>/<name>_frames/00000.png ...``. Everything is decided by the spec's
 seed: the same spec renders the same clip.
 """
 
@@ -25,28 +27,23 @@ from handmocap.errors import HandmocapError
 from handmocap.models.webxr_asset import VERSION as ASSET_VERSION
 from handmocap.models.webxr_asset import WebXRHandFiles, ensure_webxr_hand
 from handmocap.models.webxr_hand import WebXRHand, load_webxr_hand
-from handmocap.retarget.hand_skeleton import (
-    MANO_16,
-    MEDIAPIPE_21,
-    WEBXR_25,
-    WEBXR_FOR_MANO,
-    WEBXR_FOR_MEDIAPIPE,
-)
-from handmocap.retarget.joint_limits import angles_to_local_rotations, spread_signs
-from handmocap.retarget.kinematics import forward_kinematics
-from handmocap.retarget.rotations import matrix_to_axis_angle, matrix_to_quat
+from handmocap.retarget.hand_skeleton import MANO_16, MEDIAPIPE_21, WEBXR_25
+from handmocap.retarget.rotations import matrix_to_quat
 
-from .clip_spec import PRESETS, ClipSpec, plan_hands
+from .clip_spec import INTERACTION_LAYOUTS, PRESETS, ClipSpec, plan_hands
 from .ground_truth import (
     FORMAT,
     VERSION,
     ClipGroundTruth,
     Visibility,
+    alone_image_name,
+    hands_meet,
     intrinsics_from_fov,
     project,
 )
+from .interaction import plan_interaction
 from .look import random_look
-from .motion import articulation_track, fast_finger_track, wrist_track
+from .motion import HandMotion, articulation_track, fast_finger_track, wrist_track
 from .occluder import fully_hidden_run, plan_occluder
 
 # Blender must place the bones exactly where our kinematics says; this is the tolerance
@@ -54,40 +51,12 @@ from .occluder import fully_hidden_run, plan_occluder
 POSE_CHECK_TOLERANCE_M = 1e-4
 
 
-class HandMotion:
-    """Per-hand motion of one clip, all arrays over T frames (numpy only)."""
-
-    def __init__(self, hand: WebXRHand, angles: np.ndarray, rot: np.ndarray, pos: np.ndarray):
-        self.hand = hand
-        self.local = angles_to_local_rotations(
-            angles, hand.rest_frames, spread_signs(hand.rest_frames, hand.rest_positions)
-        )  # (T, 25, 3, 3)
-        self.root_rotation, self.root_position = rot, pos
-        t = len(angles)
-        eye = np.broadcast_to(np.eye(3), (t, 3, 3))
-        rest_wrist = np.broadcast_to(hand.rest_positions[0], (t, 3))
-        self.g_hand, self.p_hand = forward_kinematics(
-            hand.parents, hand.rest_positions, self.local, eye, rest_wrist
-        )
-        _, self.joints_cam = forward_kinematics(
-            hand.parents, hand.rest_positions, self.local, rot, pos
-        )
-        _, sites = forward_kinematics(
-            hand.parents, hand.keypoint_rest_positions(), self.local, rot, pos
-        )
-        self.keypoints_cam = sites[:, WEBXR_FOR_MEDIAPIPE]  # (T, 21, 3)
-
-    def mano_pose(self) -> np.ndarray:
-        """(T, 16, 3) axis-angle: global wrist rotation, then 15 local finger rotations."""
-        rots = self.local[:, WEBXR_FOR_MANO].copy()
-        rots[:, 0] = self.root_rotation @ self.local[:, 0]
-        return matrix_to_axis_angle(rots)
-
-
 def plan_motion(spec: ClipSpec, hands: dict[str, WebXRHand]) -> tuple[np.ndarray, list[HandMotion]]:
     """Intrinsics (3, 3) and one HandMotion per hand, all from the spec's seed."""
     rng = np.random.default_rng(spec.seed)
     k = intrinsics_from_fov(spec.width, spec.height, spec.fov_deg)
+    if spec.layout in INTERACTION_LAYOUTS:
+        return k, plan_interaction(spec, hands, rng)
     motions = []
     fingers = fast_finger_track if spec.finger_motion == "fast" else articulation_track
     for plan in plan_hands(spec, hands, rng):
@@ -131,6 +100,12 @@ def render_clip(
     board = bs.add_occluder(scene, occluder.size, occluder.rgb) if occluder else None
     visibility = np.zeros((t_count, h_count, 21), dtype=np.int8)
     segmentation = np.zeros((t_count, spec.height, spec.width), dtype=np.uint8)
+    amodal = np.zeros((t_count, h_count, spec.height, spec.width), dtype=bool)
+    alone_dir = out_dir / f"{spec.name}_alone"
+    for stale in alone_dir.glob("h*_*.png"):  # from an earlier render into this folder
+        stale.unlink()
+    alone_frames: list[int] = []
+    alone_seconds = 0.0
 
     with tempfile.TemporaryDirectory(prefix="handmocap-render-") as tmp:
         frames_dir = out_dir / f"{spec.name}_frames" if spec.keep_png else Path(tmp) / "frames"
@@ -160,12 +135,14 @@ def render_clip(
             )
             bs.render_frame(scene, t, frames_dir / f"{t:05d}.png")
             for h, b in enumerate(bhands):
-                mask = cv2.imread(
-                    str(masks_dir / f"mask{b.pass_index}_{t:04d}.png"), cv2.IMREAD_GRAYSCALE
-                )
-                if mask is None:
-                    raise HandmocapError(f"the mask pass for frame {t} was not written")
-                segmentation[t][mask > 127] = h + 1
+                segmentation[t][_take_mask(masks_dir, b.pass_index, t)] = h + 1
+            if spec.render_alone and hands_meet(segmentation[t], h_count):
+                alone_started = time.perf_counter()
+                amodal[t] = _render_alone(scene, bhands, t, alone_dir, masks_dir)
+                alone_seconds += time.perf_counter() - alone_started
+                alone_frames.append(t)
+            else:
+                amodal[t] = segmentation[t] == np.arange(1, h_count + 1)[:, None, None]
             elapsed = time.perf_counter() - started
             log(f"[render] {spec.name}: frame {t + 1}/{t_count}  {elapsed / (t + 1):.2f} s/frame")
         seconds_per_frame = (time.perf_counter() - started) / t_count
@@ -193,12 +170,18 @@ def render_clip(
                 "denoise": spec.denoise,
                 "noise_seed": spec.noise_seed,
                 "seconds_per_frame": round(seconds_per_frame, 3),
+                # Both hands rendered alone, per frame that has them (in seconds_per_frame).
+                "alone_seconds_per_frame": (
+                    round(alone_seconds / len(alone_frames), 3) if alone_frames else None
+                ),
             },
             "keypoint_order": list(MEDIAPIPE_21),
             "joint_order": list(WEBXR_25),
             "mano_order": list(MANO_16),
             "visibility_codes": {v.name.lower(): int(v) for v in Visibility},
             "occluder": _occluder_header(visibility) if occluder else None,
+            "alone_frames": alone_frames if spec.render_alone else None,
+            "alone_dir": alone_dir.name if spec.render_alone else None,
         },
         intrinsics=k,
         handedness=tuple(m.hand.side for m in motions),
@@ -210,9 +193,38 @@ def render_clip(
         wrist_position=np.stack([m.root_position for m in motions], 1).astype(np.float32),
         mano_pose=np.stack([m.mano_pose() for m in motions], 1).astype(np.float32),
         segmentation=segmentation,
+        amodal=amodal if spec.render_alone else None,
     )
     npz = gt.save(out_dir / f"{spec.name}.npz")
     return mp4, npz
+
+
+def _take_mask(masks_dir: Path, pass_index: int, t: int) -> np.ndarray:
+    """(height, width) bool mask of ``pass_index`` that the last render of frame ``t``
+    wrote; the file is removed, so a render that writes none is never read stale."""
+    path = masks_dir / f"mask{pass_index}_{t:04d}.png"
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise HandmocapError(f"the mask pass for frame {t} was not written")
+    path.unlink()
+    return mask > 127
+
+
+def _render_alone(scene, bhands: list, t: int, alone_dir: Path, masks_dir: Path) -> np.ndarray:
+    """Render frame ``t`` once per hand with every other hand hidden, at full quality, into
+    ``alone_dir``; (H, height, width) bool: each hand's mask when alone (its amodal mask)."""
+    from . import blender_scene as bs
+
+    alone_dir.mkdir(parents=True, exist_ok=True)
+    masks = []
+    for h, b in enumerate(bhands):
+        with bs.hidden_from_render([o for o in bhands if o is not b]):
+            bs.render_frame(scene, t, alone_dir / alone_image_name(t, h))
+        masks.append(_take_mask(masks_dir, b.pass_index, t))
+        for other in bhands:  # the hidden hands' masks of this render are empty
+            if other is not b:
+                _take_mask(masks_dir, other.pass_index, t)
+    return np.stack(masks)
 
 
 def _occluder_header(visibility: np.ndarray) -> dict[str, int | None]:
