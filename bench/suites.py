@@ -17,6 +17,7 @@ from handmocap.errors import HandmocapError
 from .prior_eval import pa_mpjpe_mm
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import load_ground_truth
+from .two_hands_suite import suite_two_hands
 
 
 @dataclass(frozen=True)
@@ -679,6 +680,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "keyframes": suite_keyframes,
     "render_spread": suite_render_spread,
     "prior": suite_prior,
+    "two_hands": suite_two_hands,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]

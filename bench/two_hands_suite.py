@@ -1,0 +1,299 @@
+"""The ``two_hands`` benchmark suite: two interacting hands, with and without the
+de-occlusion stage in one run, MediaPipe's solution on the same clips as the reference,
+the silhouettes and fills scored against the renderer's masks and hand-alone renders, and
+what the tracker's detection policies cost and gain (docs/architecture.md, "Two
+interacting hands")."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .mediapipe_reference import run_mediapipe_solution
+from .prior_eval import pa_mpjpe_mm
+from .synth.cache import ROOT, cached_clip
+from .synth.clip_spec import PRESETS
+from .synth.ground_truth import ClipGroundTruth, load_alone_rgb, load_ground_truth
+from .two_hands_eval import TwoHandScore, match_rows, score_two_hands
+
+# (preset, Cycles noise seed): the crossing on two renders, then the contact clips.
+CLIPS = (
+    ("two_crossing", 0),
+    ("two_crossing", 1),
+    ("two_touching", 0),
+    ("two_stacked", 0),
+    ("two_tutting", 0),
+    ("two_fingertips", 0),
+)
+OFFICE = ROOT.parent / "shared" / "data" / "real" / "one_hand_office.mp4"
+
+
+@dataclass(frozen=True)
+class LabelTrack:
+    """MediaPipe's hands of one handedness label over the clip, as a track (what an
+    animator keying by label would get): the fields :func:`score_two_hands` reads."""
+
+    track_id: int
+    handedness: str
+    frames: np.ndarray
+    keypoints_2d: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass(frozen=True)
+class _Take:
+    tracks: tuple
+
+
+def mediapipe_as_tracks(frames) -> _Take:
+    """One :class:`LabelTrack` per handedness label of a MediaPipe run."""
+    tracks = []
+    for k, side in enumerate(("left", "right")):
+        rows = [(t, d.landmarks_px) for t, found in enumerate(frames) for d in found
+                if d.handedness == side]  # fmt: skip
+        if rows:
+            f, kp = zip(*rows, strict=True)
+            tracks.append(LabelTrack(k, side, np.array(f), np.stack(kp).astype(np.float32)))
+    return _Take(tuple(tracks))
+
+
+def _pa_mpjpe(take, truth: ClipGroundTruth) -> float:
+    """Median PA-MPJPE (mm) of the fitted 3D keypoints on the rows matched to a true hand."""
+    matches = match_rows(take, truth)
+    errs = []
+    for tr in take.tracks:
+        if tr.keypoints_3d is None:
+            continue
+        hands = matches[tr.track_id]
+        rows = np.flatnonzero(hands >= 0)
+        if rows.size:
+            pred = tr.keypoints_3d[rows].astype(np.float64)
+            gt = truth.keypoints_cam[tr.frames[rows], hands[rows]].astype(np.float64)
+            errs.append(pa_mpjpe_mm(pred, gt).ravel())
+    return float(np.median(np.concatenate(errs))) if errs else float("nan")
+
+
+def _score_metrics(prefix: str, s: TwoHandScore, truth: ClipGroundTruth) -> list:
+    from .suites import Metric
+
+    back = _back_hand(truth)
+    return [
+        Metric(f"{prefix}_switches", s.switches, "switches"),
+        Metric(f"{prefix}_tracks_per_hand", "/".join(map(str, s.tracks_per_hand)), "tracks",
+               "per true hand, " + "/".join(truth.handedness)),
+        Metric(f"{prefix}_wrong_side_rows", s.wrong_side_rows, "rows"),
+        Metric(f"{prefix}_found_back_hand", round(s.found_findable[back], 4), "share",
+               f"the {truth.handedness[back]} hand, frames with >= 1/3 of it visible"),
+        Metric(f"{prefix}_found_front_hand", round(s.found_findable[1 - back], 4), "share"),
+        Metric(f"{prefix}_first_found", "/".join(map(str, s.first_found)), "frame"),
+        Metric(f"{prefix}_hidden_2d_error", round(s.hidden_px, 2), "px",
+               "median, keypoints hidden by the other hand"),
+        Metric(f"{prefix}_visible_2d_error", round(s.visible_px, 2), "px", "median"),
+    ]  # fmt: skip
+
+
+def _back_hand(truth: ClipGroundTruth) -> int:
+    """The hand further from the camera on most frames (mean wrist depth)."""
+    return int(np.argmax(truth.wrist_position[:, :, 2].mean(axis=0)))
+
+
+def _capture(mp4: Path, deocclusion: bool):
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.deocclusion import DeocclusionConfig
+    from handmocap.inference.tracker import HandTracker, TrackerConfig
+
+    config = TrackerConfig(deocclusion=DeocclusionConfig(enabled=deocclusion))
+    tracker = HandTracker(config)
+    started = time.perf_counter()
+    result = capture(mp4, CaptureConfig(tracker=config), tracker=tracker)
+    return result.take, time.perf_counter() - started, tracker
+
+
+def _silhouette_metrics(name: str, truth: ClipGroundTruth, take) -> list:
+    """IoU of the stage's silhouettes with the rendered amodal masks on the frames where
+    the hands meet: drawn from the true keypoints (the drawing itself) and from ours."""
+    from handmocap.inference.deocclusion import DeocclusionConfig, hand_mask
+
+    from .suites import Metric
+
+    frames = truth.header.get("alone_frames") or []
+    if truth.amodal is None or not frames:
+        return []
+    config = DeocclusionConfig()
+    shape = truth.amodal.shape[2:]
+    ours_by_frame = {}
+    matches = match_rows(take, truth)
+    for tr in take.tracks:
+        for row, (f, h) in enumerate(zip(tr.frames, matches[tr.track_id], strict=True)):
+            if h >= 0:
+                ours_by_frame[(int(f), int(h))] = tr.keypoints_2d[row]
+    true_iou, our_iou = [], []
+    for t in frames:
+        for h in range(truth.num_hands):
+            amodal = truth.amodal[t, h]
+            true_iou.append(_iou(hand_mask(truth.keypoints_px[t, h], shape, config), amodal))
+            if (t, h) in ours_by_frame:
+                our_iou.append(_iou(hand_mask(ours_by_frame[(t, h)], shape, config), amodal))
+    return [
+        Metric(f"{name}_silhouette_iou_true_keypoints", round(float(np.median(true_iou)), 4),
+               "IoU", f"median over {len(true_iou)} hand-frames where the hands meet"),
+        Metric(f"{name}_silhouette_iou_our_keypoints", round(float(np.median(our_iou)), 4),
+               "IoU", f"median over {len(our_iou)}"),
+    ]  # fmt: skip
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else float("nan")
+
+
+def _fill_metrics(name: str, mp4: Path, npz: Path, truth: ClipGroundTruth) -> list:
+    """The removal fill against the truth: on each frame where the hands meet, the other
+    hand's visible pixels outside this hand's amodal mask are filled from the running
+    background (refreshed every 4th frame from pixels no true hand covers), and compared
+    with the hand rendered alone there. Mean absolute error in 8-bit levels, against
+    leaving the other hand in place."""
+    from handmocap.inference.deocclusion import Background, fill
+
+    from .suites import Metric
+
+    frames = set(truth.header.get("alone_frames") or [])
+    if truth.amodal is None or not frames:
+        return []
+    background = Background()
+    cap = cv2.VideoCapture(str(mp4))
+    filled_err, kept_err = [], []
+    for t in range(truth.num_frames):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if t in frames:
+            for h in range(truth.num_hands):
+                alone = load_alone_rgb(npz, truth, t, h)
+                paint = (truth.segmentation[t] == 2 - h) & ~truth.amodal[t, h]
+                if alone is None or not paint.any():
+                    continue
+                box = (0, 0, rgb.shape[1], rgb.shape[0])
+                out = fill(rgb, paint, box, background).astype(np.int16)
+                filled_err.append(np.abs(out[paint] - alone[paint]).mean())
+                kept_err.append(np.abs(rgb.astype(np.int16)[paint] - alone[paint]).mean())
+        if t % 4 == 0:
+            background.update(rgb, truth.amodal[t].any(axis=0))
+    cap.release()
+    if not filled_err:
+        return []
+    return [
+        Metric(f"{name}_fill_error", round(float(np.mean(filled_err)), 2), "levels",
+               f"mean abs vs the hand rendered alone; other hand left in: "
+               f"{np.mean(kept_err):.2f}"),
+    ]  # fmt: skip
+
+
+def _clip_metrics(preset: str, seed: int) -> list:
+    from .suites import Metric
+
+    mp4, npz = cached_clip(preset, noise_seed=seed)
+    truth = load_ground_truth(npz)
+    name = f"{preset}_seed{seed}"
+    metrics: list = []
+    scores = {}
+    for on in (False, True):
+        take, seconds, tracker = _capture(mp4, on)
+        score = score_two_hands(take, truth)
+        scores[on] = score
+        tag = f"{name}_{'with' if on else 'without'}_stage"
+        metrics += _score_metrics(tag, score, truth)
+        metrics.append(Metric(f"{tag}_pa_mpjpe", round(_pa_mpjpe(take, truth), 2), "mm",
+                              "median, fitted 3D keypoints after the prior"))  # fmt: skip
+        if on:
+            share = tracker.deocclusion_seconds / seconds
+            metrics += [
+                Metric(f"{name}_stage_share_of_capture", round(share, 4), "share",
+                       f"{tracker.deocclusion_seconds:.2f} s of {seconds:.2f} s (whole "
+                       "capture: tracking, MANO fit, prior)"),
+                Metric(f"{name}_stage_frames_changed", tracker.deoccluded, "hand-frames"),
+            ]  # fmt: skip
+            metrics += _silhouette_metrics(name, truth, take)
+    off, on = scores[False].hidden_px, scores[True].hidden_px
+    metrics.append(Metric(f"{name}_hidden_error_change", round(on / off - 1.0, 4), "ratio - 1",
+                          "with / without the stage, minus 1 (negative = lower)"))  # fmt: skip
+    reference = run_mediapipe_solution(mp4, max_hands=2)
+    metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
+        mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip
+    metrics += _fill_metrics(name, mp4, npz, truth)
+    return metrics
+
+
+def _policy_metrics() -> list:
+    """What the detection policies cost and gain, tracking only: redetecting every frame
+    while a hand is missing (MediaPipe's rule) against every 10th, and the former bar for
+    'the same crop' (0.5 of a side) against the new one (0.25), on the crossing clip's
+    two renders and the first 240 frames of the office clip (one hand: the detector runs
+    while the second hand is missing)."""
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.tracker import TrackerConfig
+    from handmocap.take import FrameRange
+
+    from .suites import Metric
+
+    metrics = []
+    policies = {"redetect10_same0.25": TrackerConfig(), "redetect1_same0.25": TrackerConfig(
+        redetect_every=1), "redetect10_same0.5": TrackerConfig(same_crop=0.5)}  # fmt: skip
+    for policy, tracker in policies.items():
+        for seed in (0, 1):
+            mp4, npz = cached_clip("two_crossing", noise_seed=seed)
+            truth = load_ground_truth(npz)
+            started = time.perf_counter()
+            take = capture(mp4, CaptureConfig(tracker=tracker, fit_mano=False)).take
+            seconds = time.perf_counter() - started
+            s = score_two_hands(take, truth)
+            back = _back_hand(truth)
+            metrics.append(Metric(
+                f"policy_{policy}_crossing_seed{seed}", round(s.found_findable[back], 4),
+                "share", f"back hand found; switches {s.switches}, {seconds:.2f} s"))  # fmt: skip
+        if OFFICE.is_file():
+            started = time.perf_counter()
+            result = capture(OFFICE, CaptureConfig(tracker=tracker, fit_mano=False,
+                                                   frames=FrameRange(0, 240)))  # fmt: skip
+            seconds = time.perf_counter() - started
+            metrics.append(Metric(f"policy_{policy}_office_seconds", round(seconds, 2), "s",
+                                  f"240 frames, {result.detector_runs} detector runs"))  # fmt: skip
+    return metrics
+
+
+def suite_two_hands(ref: float):
+    """Two interacting hands: per clip, with and without the de-occlusion stage in the same
+    run, identity switches, tracks per hand, each hand's detection, 2D error on keypoints
+    hidden by the other hand and on visible ones, PA-MPJPE, the stage's share of the
+    capture time; MediaPipe's solution on the same clips (its hands grouped by label);
+    the stage's silhouettes and fills against the renderer's masks and hand-alone
+    renders; the detection policies' cost and gain."""
+    from .suites import Result
+
+    metrics = []
+    for preset, seed in CLIPS:
+        if preset in PRESETS:
+            metrics += _clip_metrics(preset, seed)
+    metrics += _policy_metrics()
+    metrics += _one_hand_cost()
+    return Result("two_hands", suite_two_hands.__doc__.strip(), ref, tuple(metrics))
+
+
+def _one_hand_cost() -> list:
+    """The stage's seconds on the demo clip (one hand: nothing ever overlaps)."""
+    from .suites import Metric
+
+    mp4, _ = cached_clip("demo")
+    _, seconds, tracker = _capture(mp4, True)
+    return [Metric("demo_stage_seconds", round(tracker.deocclusion_seconds, 4), "s",
+                   f"of a {seconds:.2f} s capture with one hand")]  # fmt: skip
+
+
+__all__ = ["CLIPS", "LabelTrack", "mediapipe_as_tracks", "suite_two_hands"]
