@@ -21,13 +21,15 @@ from .synth.ground_truth import ClipGroundTruth, load_alone_rgb, load_ground_tru
 from .two_hands_eval import TwoHandScore, match_rows, score_two_hands
 
 # (preset, Cycles noise seed): the crossing on two renders, then the contact clips.
+# two_fingertips is left out of the default run: on this 2-core machine each contact clip
+# takes ~25 min to render (each hand is rendered alone where they meet); add it here when
+# rendering is cheaper.
 CLIPS = (
     ("two_crossing", 0),
     ("two_crossing", 1),
     ("two_touching", 0),
-    ("two_stacked", 0),
     ("two_tutting", 0),
-    ("two_fingertips", 0),
+    ("two_stacked", 0),
 )
 OFFICE = ROOT.parent / "shared" / "data" / "real" / "one_hand_office.mp4"
 
