@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handmocap.take import FrameFlag
+
 from .synth.ground_truth import ClipGroundTruth, Visibility
 
 MATCH_PX = 60.0
@@ -64,9 +66,18 @@ def match_rows(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> dict
     return out
 
 
-def score_two_hands(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> TwoHandScore:
-    """Score ``take`` against ``truth`` (any number of true hands)."""
+def score_two_hands(
+    take, truth: ClipGroundTruth, match_px: float = MATCH_PX, infilled: bool = True
+) -> TwoHandScore:
+    """Score ``take`` against ``truth`` (any number of true hands). ``infilled`` False
+    leaves out the rows the motion prior filled (``FrameFlag.INFILLED``): what the
+    tracker and the de-occlusion stage saw, not what the prior guessed."""
     matches = match_rows(take, truth, match_px)
+    if not infilled:
+        for tr in take.tracks:
+            flags = getattr(tr, "flags", None)
+            if flags is not None:
+                matches[tr.track_id][(flags & FrameFlag.INFILLED) > 0] = -1
     h_count, t_count = truth.num_hands, truth.num_frames
     covered = np.zeros((t_count, h_count), np.int64)
     tracks_per_hand = [set() for _ in range(h_count)]

@@ -209,9 +209,19 @@ def _clip_metrics(preset: str, seed: int) -> list:
     for on in (False, True):
         take, seconds, tracker = _capture(mp4, on)
         score = score_two_hands(take, truth)
-        scores[on] = score
+        seen = score_two_hands(take, truth, infilled=False)
+        scores[on] = seen
         tag = f"{name}_{'with' if on else 'without'}_stage"
         metrics += _score_metrics(tag, score, truth)
+        metrics += [
+            Metric(f"{tag}_observed_hidden_2d_error", round(seen.hidden_px, 2), "px",
+                   "median, hidden by the other hand, rows the prior did not fill"),
+            Metric(f"{tag}_observed_visible_2d_error", round(seen.visible_px, 2), "px",
+                   "median, rows the prior did not fill"),
+            Metric(f"{tag}_observed_found_back_hand",
+                   round(seen.found_findable[_back_hand(truth)], 4), "share",
+                   "rows the prior did not fill"),
+        ]  # fmt: skip
         metrics.append(Metric(f"{tag}_pa_mpjpe", round(_pa_mpjpe(take, truth), 2), "mm",
                               "median, fitted 3D keypoints after the prior"))  # fmt: skip
         if on:
@@ -224,8 +234,9 @@ def _clip_metrics(preset: str, seed: int) -> list:
             ]  # fmt: skip
             metrics += _silhouette_metrics(name, truth, take)
     off, on = scores[False].hidden_px, scores[True].hidden_px
-    metrics.append(Metric(f"{name}_hidden_error_change", round(on / off - 1.0, 4), "ratio - 1",
-                          "with / without the stage, minus 1 (negative = lower)"))  # fmt: skip
+    metrics.append(Metric(f"{name}_observed_hidden_error_change", round(on / off - 1.0, 4),
+                          "ratio - 1", "with / without the stage, minus 1 (negative = lower), "
+                          "rows the prior did not fill"))  # fmt: skip
     reference = run_mediapipe_solution(mp4, max_hands=2)
     metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
         mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip
