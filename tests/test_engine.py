@@ -131,9 +131,9 @@ def test_two_crossing_hands_keep_one_id_each_through_the_occlusion():
     followed while it is partly covered.
 
     Measured (Cycles seeds 0 and 1): 0 switches, one track per hand, every row on the
-    right side; the back (left) hand found on 97.9% of the frames where a third of its
-    keypoints show, on both (76% of all frames before issue 12). The bar of 90% leaves 3
-    of those 48 frames of margin."""
+    right side; the back (left) hand found on 97.9% and 95.8% of the frames where a third
+    of its keypoints show (76% of all frames before issue 12). The bar of 90% leaves 2 of
+    those 48 frames of margin below the lower one."""
     from bench.two_hands_eval import score_two_hands
 
     for seed in (0, 1):
