@@ -187,14 +187,12 @@ def fill(
 
 @dataclass(frozen=True)
 class CleanedCrops:
-    """The two cleaned images of one hand's crop (H, W, 3) uint8, and the silhouettes
-    (h, w) bool inside ``box`` (x0, y0, x1, y1) they were made from."""
+    """The two cleaned images (H, W, 3) uint8 of one hand's crop, painted only inside
+    ``box`` (x0, y0, x1, y1)."""
 
     removal: np.ndarray
     deocclusion: np.ndarray
     box: tuple[int, int, int, int]
-    own: np.ndarray
-    other: np.ndarray
 
 
 def clean_crop(
@@ -224,8 +222,6 @@ def clean_crop(
         removal=fill(frame, other & ~own, box, background),
         deocclusion=fill(frame, other, box, background),
         box=box,
-        own=own,
-        other=other,
     )
 
 
