@@ -77,6 +77,7 @@ class DeocclusionConfig:
     gate: float = 0.3
     prefer: float = 0.05
     background_every: int = 4
+    trust: float = 0.2
 
 
 def palm_length(xy: np.ndarray) -> float:
@@ -129,6 +130,23 @@ def roi_box(roi: Roi, shape: tuple[int, int]) -> tuple[int, int, int, int] | Non
     x0, y0 = max(x0, 0), max(y0, 0)
     x1, y1 = min(x1, shape[1]), min(y1, shape[0])
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def hands_touch(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    """Whether two hands with (21, 2) px keypoints ``a`` and ``b`` meet in the image: a
+    keypoint of one lies inside the other's keypoint hull, or the nearest keypoints of
+    the two are closer than ``margin`` of the larger palm's length (keypoints lie on the
+    bone axes, half a finger's width inside the skin). Overlapping crops or boxes are
+    not enough: a crop is about twice the hand, and fast hands passing each other at a
+    distance overlap as boxes long before either covers the other."""
+    gap = np.linalg.norm(a[:, None] - b[None], axis=-1).min()
+    if gap < margin * max(palm_length(a), palm_length(b)):
+        return True
+    for inside, hull_of in ((a, b), (b, a)):
+        hull = cv2.convexHull(hull_of.astype(np.float32))
+        if any(cv2.pointPolygonTest(hull, (float(x), float(y)), False) > 0 for x, y in inside):
+            return True
+    return False
 
 
 def crops_overlap(a: Roi, b: Roi) -> bool:
@@ -228,11 +246,15 @@ def clean_crop(
 @dataclass(frozen=True)
 class HandMotion:
     """Where a tracked hand is going: its last landmarks ``last`` (21, 2) px, the filtered
-    centre of its keypoints ``centre`` (2,) px and its ``velocity`` (2,) px per frame."""
+    centre of its keypoints ``centre`` (2,) px, its ``velocity`` (2,) px per frame, and
+    ``miss``, how far (palm lengths) the last prediction was from where the hand was
+    seen: a large miss says the hand is accelerating or was lost, and then nothing
+    should lean on where the filter expects it (:meth:`trusted`)."""
 
     last: np.ndarray
     centre: np.ndarray
     velocity: np.ndarray
+    miss: float = 0.0
 
     @classmethod
     def start(cls, xy: np.ndarray) -> HandMotion:
@@ -245,15 +267,22 @@ class HandMotion:
         a finger's own motion carried on amplifies its noise."""
         return self.last + (self.centre + ahead * self.velocity - self.last.mean(axis=0))
 
+    def trusted(self, limit: float) -> bool:
+        """Whether the last prediction came within ``limit`` palm lengths."""
+        return self.miss <= limit
+
     def follow(self, xy: np.ndarray, ahead: int, overlapped: bool) -> HandMotion:
         """The motion after seeing the hand at (21, 2) ``xy`` ``ahead`` frames after the
-        last time (an alpha-beta filter on the centre). While its crop overlaps another
-        hand's, a measurement is as likely pulled toward that hand as right, so the
-        filter trusts its own prediction far more (``OVERLAP_GAINS``)."""
+        last time (an alpha-beta filter on the centre). While it touches another hand, a
+        measurement is as likely pulled toward that hand as right, so the filter trusts
+        its own prediction far more (``OVERLAP_GAINS``)."""
         alpha, beta = OVERLAP_GAINS if overlapped else GAINS
         predicted = self.centre + ahead * self.velocity
-        miss = xy.mean(axis=0) - predicted
-        return HandMotion(xy, predicted + alpha * miss, self.velocity + beta * miss / ahead)
+        offset = xy.mean(axis=0) - predicted
+        miss = float(np.linalg.norm(offset)) / palm_length(xy)
+        return HandMotion(
+            xy, predicted + alpha * offset, self.velocity + beta * offset / ahead, miss
+        )
 
 
 def disagreement(xy: np.ndarray, expected: np.ndarray) -> float:

@@ -12,11 +12,12 @@ hands"):
 
 - A palm beside a tracked hand is run through the landmark network rather than thrown
   away; two estimates are one hand only when their keypoints nearly coincide.
-- Each hand's centre follows an alpha-beta filter (:class:`.deocclusion.HandMotion`).
-  A lost track is looked for where its hand should be; an estimate that lies on another
-  track's expected place goes to that track; while two crops overlap, the next crop
-  follows the filter rather than an estimate the other hand may have pulled over.
-- Where crops overlap, :mod:`.deocclusion` cleans each crop of the other hand.
+- Each hand's centre follows an alpha-beta filter (:class:`.deocclusion.HandMotion`)
+  that trusts its prediction more while the hands touch. A lost track is looked for
+  where its hand should be; an estimate that lies on another track's expected place
+  goes to that track. Each next crop still comes from the hand's landmarks.
+- Where crops overlap and the filters predicted well, :mod:`.deocclusion` cleans each
+  crop of the other hand.
 - A hand found again near where a lost track of its side should be takes that id back;
   while a track is hunted for, a new hand elsewhere does not take its place.
 """
@@ -55,6 +56,13 @@ class TrackerConfig:
     # crops of 168 px), so the former bar of 0.5 threw it away (docs/architecture.md,
     # "Two interacting hands"); its landmarks now decide.
     same_crop: float = 0.25
+    # Two hands touch when a keypoint of one lies inside the other's keypoint hull or
+    # their nearest keypoints are closer than this share of the palm's length; while
+    # touching, each one's motion filter trusts its prediction over estimates the other
+    # hand may pull over. Overlapping crops were the former test: crops are twice the
+    # hand, and on the tutting clip they overlapped on every frame, so the filter never
+    # learnt how fast the hands set off.
+    touch_margin: float = 0.5
     deocclusion: de.DeocclusionConfig = field(default_factory=de.DeocclusionConfig)
 
     def validated(self) -> TrackerConfig:
@@ -183,30 +191,38 @@ class HandTracker:
             self._deocclude(image_rgb, rois, overlaps, hands, flags)
         found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
         kept = self._assign(found, flags)
+        touching = self._touching(kept)
         ahead = {i: 1 + self._lost.get(i, 0) for i in kept}
         self._age_lost(set(kept))
         for i, h in kept.items():  # handedness memory: a slow running mean, never one frame's word
             self._right_prob[i] = 0.8 * self._right_prob.get(i, h.right_prob) + 0.2 * h.right_prob
             xy = h.image_xyz[:, :2]
             motion = self._motion.get(i)
-            overlapped = i in self._overlapping
             self._motion[i] = (
                 de.HandMotion.start(xy)
                 if motion is None
-                else motion.follow(xy, ahead[i], overlapped)
+                else motion.follow(xy, ahead[i], i in touching)
             )
-        # Beside the other hand, the next crop goes where the hand's motion says, not
-        # where this frame's estimate (possibly pulled toward the other hand) lies.
-        self._tracks = {
-            i: lm.roi_from_landmarks(
-                self._motion[i].expected(0) if i in self._overlapping else h.image_xyz[:, :2]
-            )
-            for i, h in kept.items()
-        }
+        # Each hand's next crop comes from this frame's estimate, as in MediaPipe, even
+        # beside the other hand: on the tutting clip (hands passing at 0.4 palm lengths a
+        # frame) crops placed by the filter lagged onto the other hand's path and swapped
+        # the two (docs/architecture.md, "Two interacting hands").
+        self._tracks = {i: lm.roi_from_landmarks(h.image_xyz[:, :2]) for i, h in kept.items()}
         self._frame += 1
         if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _touching(self, kept: dict[int, lm.HandLandmarks]) -> set[int]:
+        """The kept hands that touch another known hand this frame (its estimate, or
+        where a lost one should be: a hand lost beside this one is likely behind it)."""
+        places = {i: h.image_xyz[:, :2] for i, h in kept.items()}
+        places |= {j: self._expected(j) for j in self._motion if j not in kept}
+        margin = self.config.touch_margin
+        return {
+            i for i in kept
+            if any(de.hands_touch(places[i], xy, margin) for j, xy in places.items() if j != i)
+        }  # fmt: skip
 
     def _overlaps(self, rois: dict[int, Roi]) -> dict[int, list[int]]:
         """For each known hand's crop this frame (tracked, or looked for where it was
@@ -238,7 +254,11 @@ class HandTracker:
 
         jobs = []
         for i, others in overlaps.items():
-            if others and score(i, hands[i]) > cfg.gate:
+            # The stage leans on where each hand should be: after a large miss (a hand
+            # that just set off, or came back) that place is a guess, and on the tutting
+            # clip cleaning by it handed one hand's crop to the other.
+            trusted = all(self._motion[j].trusted(cfg.trust) for j in (i, *others))
+            if others and trusted and score(i, hands[i]) > cfg.gate:
                 others_xy = [expected[j] for j in others]
                 cleaned = de.clean_crop(
                     image_rgb, rois[i], expected[i], others_xy, cfg, self.background

@@ -143,3 +143,35 @@ def test_clean_crop_removes_the_other_hand_and_leaves_this_one():
     far = Roi(60.0, 60.0, 60.0, 0.0)
     away = other + np.array([300.0, 0.0])
     assert de.clean_crop(frame, far, own, [away], CONFIG, background) is None
+
+
+def test_hands_touch_when_one_reaches_into_the_other_not_when_only_their_boxes_meet():
+    left = _open_hand((100.0, 300.0), palm_px=80.0)  # fingers x 64..130, wrist at y 300
+    # Side by side with 40 px between the nearest keypoints (0.5 palm): apart.
+    apart = left + np.array([106.0, 0.0])
+    assert not de.hands_touch(left, apart, margin=0.25)
+    # 15 px apart (0.19 palm, under the 0.25 margin): touching.
+    assert de.hands_touch(left, left + np.array([81.0, 0.0]), margin=0.25)
+    # The same hand turned upside down, its middle fingertip in the middle of the first
+    # one's palm, 36 px or more from any of its keypoints: inside the hull.
+    over = 2.0 * (left[12] + np.array([100.0, 260.0])) / 2.0 - left
+    assert np.allclose(over[12], (100.0, 260.0))
+    assert de.hands_touch(left, over, margin=0.0)
+    assert not de.hands_touch(left, left + np.array([300.0, 0.0]), margin=0.0)
+    # Crops (about twice the hand) of two hands 0.5 palm apart do overlap: the reason a
+    # crop test was not enough.
+    assert de.crops_overlap(
+        Roi(*left.mean(0), 2.0 * 90.0, 0.0), Roi(*apart.mean(0), 2.0 * 90.0, 0.0)
+    )
+
+
+def test_the_filter_records_how_far_its_prediction_missed():
+    xy = _open_hand((100.0, 200.0), palm_px=80.0)
+    motion = de.HandMotion.start(xy)
+    for step in range(1, 9):  # 10 px a frame, steady: soon predicted within 2 px
+        motion = motion.follow(xy + np.array([10.0 * step, 0.0]), 1, overlapped=False)
+    assert motion.miss < 0.025 and motion.trusted(CONFIG.trust)
+    # Seen 0.5 palm (40 px) off where it should be: followed, but not trusted.
+    off = motion.follow(motion.expected(1) + np.array([40.0, 0.0]), 1, overlapped=False)
+    assert off.miss == pytest.approx(0.5) and not off.trusted(CONFIG.trust)
+    assert off.velocity[0] == pytest.approx(motion.velocity[0] + 0.3 * 40.0)
