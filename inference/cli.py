@@ -2,6 +2,7 @@
 
     handmocap capture clip.mp4 -o take.npz --overlay check.mp4
     handmocap capture frames/ --fps 24 -o take.npz --progress jsonl
+    handmocap batch shoot/ more.mp4 list.txt -o takes/ --workers 2 --overlays
     handmocap smooth take.npz --smoothing 2 -o smoother.npz
     handmocap info --json
 
@@ -9,6 +10,12 @@ Exit codes: 0 success (also when no hand was found: the take then has no tracks)
 1 bad input or a failure with a message, 2 bad usage, 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM, as the Blender add-on cancels). Interrupted or terminated runs
 leave no half-written output.
+
+batch: 0 every clip has its take (captured now or already up to date), 3 some clips
+failed (each with its message in OUT_DIR/report.json and report.html; the others are
+done), 1 bad input before any clip ran (no clips found, a missing input, bad numbers, an
+unusable OUT_DIR, models not built, Ray could not start or be joined), 2 bad usage (an
+unknown flag or choice, as for every command).
 """
 
 from __future__ import annotations
@@ -45,36 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, help="the take file (.npz) to write"
     )
     cap.add_argument("--overlay", type=Path, help="also write a video with the skeletons drawn")
-    cap.add_argument("--device", choices=DEVICES, default="auto")
-    cap.add_argument("--max-hands", type=int, default=2)
-    cap.add_argument(
-        "--hands", choices=HANDS, default="both",
-        help="keep both hands or one side only (both are still followed, so the other hand "
-        "cannot take the chosen one's place)",
-    )  # fmt: skip
-    cap.add_argument(
-        "--deocclusion", action=argparse.BooleanOptionalAction, default=True,
-        help="clean each hand's crop of the other hand where two hands overlap (default on)",
-    )  # fmt: skip
-    cap.add_argument("--start", type=int, default=0, help="first frame (inclusive)")
-    cap.add_argument("--end", type=int, help="last frame (exclusive)")
-    cap.add_argument("--stride", type=int, default=1, help="use every K-th frame")
-    cap.add_argument(
-        "--fov", type=float, help="horizontal field of view in degrees (default: a guess)"
-    )
-    cap.add_argument(
-        "--fps", type=float,
-        help="frames per second, 1..1000: of an image folder (default 30), or overriding a "
-        "video's own rate (needed when the file does not say it)",
-    )  # fmt: skip
-    cap.add_argument(
-        "--mano-dir",
-        type=Path,
-        help="folder with your MANO_RIGHT.pkl and MANO_LEFT.pkl (default: the open hand model)",
-    )
-    cap.add_argument("--skip-mano", action="store_true", help="keypoints only, no MANO fit")
-    _add_smoothing(cap)
+    _add_capture_options(cap)
     _add_progress(cap)
+    _add_batch(sub)
     smooth = sub.add_parser(
         "smooth", help="re-solve a take's motion prior at another strength (no video needed)"
     )
@@ -86,6 +66,82 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.add_argument("--device", choices=DEVICES, default="auto")
     return ap
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    batch = sub.add_parser(
+        "batch", help="capture many clips on Ray: a take per clip, report.json and report.html",
+        description="Capture every clip of INPUTS with the same settings, on a local Ray "
+        "instance (or the Ray cluster at --address): one take per clip under OUT_DIR, named "
+        "<stem>-<hash of its path>, and OUT_DIR/report.json and report.html. Clips whose take "
+        "is up to date (same source, same settings) are skipped; a failing clip does not stop "
+        "the others. Exit codes: 0 all clips done, 3 some failed, 1 bad input, 2 bad usage.",
+    )  # fmt: skip
+    batch.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT",
+        help="video files, folders of PNG/JPEG frames, folders to search for both, or .txt "
+        "files listing any of them (one per line)",
+    )  # fmt: skip
+    batch.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT_DIR",
+        help="the folder for the takes, thumbnails and the report (created if missing)",
+    )  # fmt: skip
+    batch.add_argument(
+        "--overlays", action="store_true",
+        help="also write each clip's overlay video (<name>.overlay.mp4)",
+    )  # fmt: skip
+    _add_capture_options(batch)
+    batch.add_argument(
+        "--workers", type=int, metavar="N",
+        help="clips captured at once, each worker loading the models once (default: the "
+        "CPUs Ray has / --cpus-per-worker, at most one per clip)",
+    )  # fmt: skip
+    batch.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                       help="CPUs each worker declares to Ray (default 1)")  # fmt: skip
+    batch.add_argument(
+        "--address",
+        help="join this running Ray cluster (host:port or auto; every node must see INPUTS and "
+        "OUT_DIR at the same paths); default: a local Ray instance for this command",
+    )  # fmt: skip
+    batch.add_argument(
+        "--force", action="store_true",
+        help="capture every clip again, even when its take is up to date",
+    )  # fmt: skip
+    _add_progress(batch)
+
+
+def _add_capture_options(parser: argparse.ArgumentParser) -> None:
+    """The capture settings (device, hands, frame range, camera, MANO, motion prior): one
+    definition for ``capture`` and ``batch``, read back by :func:`_capture_config`."""
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--max-hands", type=int, default=2)
+    parser.add_argument(
+        "--hands", choices=HANDS, default="both",
+        help="keep both hands or one side only (both are still followed, so the other hand "
+        "cannot take the chosen one's place)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--deocclusion", action=argparse.BooleanOptionalAction, default=True,
+        help="clean each hand's crop of the other hand where two hands overlap (default on)",
+    )  # fmt: skip
+    parser.add_argument("--start", type=int, default=0, help="first frame (inclusive)")
+    parser.add_argument("--end", type=int, help="last frame (exclusive)")
+    parser.add_argument("--stride", type=int, default=1, help="use every K-th frame")
+    parser.add_argument(
+        "--fov", type=float, help="horizontal field of view in degrees (default: a guess)"
+    )
+    parser.add_argument(
+        "--fps", type=float,
+        help="frames per second, 1..1000: of an image folder (default 30), or overriding a "
+        "video's own rate (needed when the file does not say it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mano-dir",
+        type=Path,
+        help="folder with your MANO_RIGHT.pkl and MANO_LEFT.pkl (default: the open hand model)",
+    )
+    parser.add_argument("--skip-mano", action="store_true", help="keypoints only, no MANO fit")
+    _add_smoothing(parser)
 
 
 def _add_smoothing(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +334,45 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Capture many clips on Ray (:mod:`.batch`); exit codes in the module docstring."""
+    from .batch import BatchConfig, run_batch
+    from .batch_report import make_display
+
+    kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
+    display = make_display(kind)
+    try:
+        with _sigterm_as_interrupt(), _warnings_to_stderr():
+            config = BatchConfig(
+                out_dir=args.output, capture=_capture_config(args), overlays=args.overlays,
+                workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                address=args.address, force=args.force,
+            ).validated()  # fmt: skip
+            if args.mano_dir and not args.skip_mano:
+                from handmocap.models.mano_files import convert_mano_folder
+
+                convert_mano_folder(args.mano_dir)  # fails now, before any work, if unusable
+            outcome = run_batch(args.inputs, config, display)
+    except HandmocapError as err:
+        display.error(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    s = outcome.summary
+    code = 3 if s.failed else 0
+    display.finish(clips=s.clips, ok=s.ok, failed=s.failed, skipped=s.skipped,
+                   report=str(outcome.report_json), html=str(outcome.report_html),
+                   exit_code=code)  # fmt: skip
+    if kind != "jsonl":
+        up_to_date = f" ({s.skipped} up to date, skipped)" if s.skipped else ""
+        print(f"{s.clips} clips: {s.ok} ok{up_to_date}, {s.failed} failed, in "
+              f"{s.wall_seconds:.1f} s", file=sys.stderr)  # fmt: skip
+        for r in outcome.results:
+            if not r.ok:
+                print(f"failed: {r.source}: {r.error}", file=sys.stderr)
+        print(f"report: {outcome.report_html}")
+    return code
+
+
 def cmd_smooth(args: argparse.Namespace) -> int:
     """Re-solve the motion prior of a take; nothing is written unless it all succeeds."""
     from handmocap.take import load_take
@@ -355,7 +450,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"capture": cmd_capture, "smooth": cmd_smooth, "info": cmd_info}
+        commands = {"capture": cmd_capture, "batch": cmd_batch, "smooth": cmd_smooth,
+                    "info": cmd_info}  # fmt: skip
         return commands[args.command](args)
     except Terminated:
         print("terminated", file=sys.stderr)
