@@ -14,6 +14,7 @@ import numpy as np
 
 from handmocap.errors import HandmocapError
 
+from .batch_suite import suite_batch
 from .prior_eval import pa_mpjpe_mm
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import load_ground_truth
@@ -681,6 +682,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "render_spread": suite_render_spread,
     "prior": suite_prior,
     "two_hands": suite_two_hands,
+    "batch": suite_batch,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]
