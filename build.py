@@ -32,11 +32,8 @@ DIST = ROOT / "dist"
 REQUIRED_PYTHON = (3, 11)
 APT_PACKAGES = tuple(
     "libx11-6 libxkbcommon0 libgl1 libsm6 libxi6 libxxf86vm1 libxrender1 libxfixes3 libegl1 "
-    "npm libassimp5".split()
+    "libassimp5".split()
 )
-# Packages whose job is done when the command is on PATH: NodeSource's nodejs package ships npm and
-# conflicts with Debian's npm package, so installing that one would fail.
-APT_COMMANDS = {"npm": "npm"}
 # pip check's false report for the bpy wheel's platform tag (known, harmless).
 PIP_CHECK_KNOWN = re.compile(r"^bpy \S+ is not supported on this platform$")
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
@@ -127,9 +124,6 @@ def run(
 
 
 def apt_package_present(name: str) -> bool:
-    command = APT_COMMANDS.get(name)
-    if command and shutil.which(command):
-        return True
     result = subprocess.run(["dpkg", "-s", name], capture_output=True, text=True, check=False)
     return result.returncode == 0 and "Status: install ok installed" in result.stdout
 
@@ -150,7 +144,7 @@ def ensure_system_packages() -> None:
     if os.geteuid() != 0:
         say(f"setup: missing system packages: {' '.join(missing)}")
         say(f"setup: install them with: sudo apt-get update && sudo {shell_join(install)}")
-        say("setup: continuing without them (Blender rendering and npm assets may fail)")
+        say("setup: continuing without them (Blender rendering and the FBX test reader may fail)")
         return
     say(f"setup: installing system packages: {' '.join(missing)}")
     apt_env = {"DEBIAN_FRONTEND": "noninteractive"}

@@ -1,5 +1,5 @@
 """Shared fixtures. The WebXR hand comes from the cache that ``build.py models`` fills
-(``ensure_webxr_hand`` downloads it with npm if it is missing)."""
+(``ensure_webxr_hand`` downloads it from the npm registry over HTTPS if it is missing)."""
 
 from __future__ import annotations
 

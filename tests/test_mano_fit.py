@@ -183,9 +183,9 @@ def test_a_missing_fit_asset_fails_fast_naming_the_build_command(tmp_path, monke
     monkeypatch.setenv("HANDMOCAP_CACHE", str(empty))
 
     def no_download(*args, **kwargs):
-        raise AssertionError("capture ran npm")
+        raise AssertionError("capture downloaded an asset")
 
-    monkeypatch.setattr(webxr_asset, "_npm_pack", no_download)
+    monkeypatch.setattr(webxr_asset, "_download", no_download)
     with pytest.raises(AssetError, match=r"open hand model is not built.*python3 build\.py models"):
         built_open_hand_model()
     with pytest.raises(AssetError, match=r"WebXR hand .*python3 build\.py models"):
