@@ -1,5 +1,9 @@
 """The one exception family that user-facing code catches and shows as a message."""
 
+# What to do when a built asset is missing: the engine's own command, and where this is a
+# source checkout, the build script that also sets up the environment.
+BUILD_MODELS = "run 'handmocap models' (in a source checkout: 'python3 build.py models')"
+
 
 class HandmocapError(Exception):
     """A problem the user can act on. ``str(err)`` names the problem and what to do."""

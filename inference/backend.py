@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handmocap.errors import HandmocapError
+from handmocap.errors import BUILD_MODELS, HandmocapError
 
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 
@@ -126,7 +126,7 @@ def create_session(model: Path, backend: Backend, threads: int = 0):
     import onnxruntime as ort
 
     if not Path(model).is_file():
-        raise HandmocapError(f"model file {model} is missing: run 'python3 build.py models'")
+        raise HandmocapError(f"model file {model} is missing: {BUILD_MODELS}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -136,8 +136,8 @@ def create_session(model: Path, backend: Backend, threads: int = 0):
         with _quiet_ort():
             sess = ort.InferenceSession(str(model), opts, providers=list(backend.providers))
     except Exception as err:
-        raise HandmocapError(f"cannot load the model {model}: {err}; rebuild it with "
-                             "'python3 build.py models'") from err  # fmt: skip
+        raise HandmocapError(f"cannot load the model {model}: {err}; rebuild it: "
+                             f"{BUILD_MODELS}") from err  # fmt: skip
     if sess.get_providers()[0] != backend.providers[0]:
         raise HandmocapError(f"{model.name} did not start on {backend.providers[0]}")
     return sess

@@ -5,6 +5,7 @@
     handmocap batch shoot/ more.mp4 list.txt -o takes/ --workers 2 --overlays
     handmocap smooth take.npz --smoothing 2 -o smoother.npz
     handmocap info --json
+    handmocap models
 
 Exit codes: 0 success (also when no hand was found: the take then has no tracks),
 1 bad input or a failure with a message, 2 bad usage, 130 interrupted (Ctrl-C),
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="engine version, the device that would run, model status")
     info.add_argument("--json", action="store_true")
     info.add_argument("--device", choices=DEVICES, default="auto")
+    sub.add_parser(
+        "models",
+        help="obtain and build the hand models into the user cache ($HANDMOCAP_CACHE or "
+        "~/.cache/handmocap); once after installing the engine, a few minutes",
+    )
     return ap
 
 
@@ -447,11 +453,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Obtain and build every asset the engine needs (``handmocap.models.build_assets``):
+    what is built and verified already is kept, so a second run takes a second."""
+    from handmocap.models.build_assets import main as build_assets
+
+    return build_assets()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"capture": cmd_capture, "batch": cmd_batch, "smooth": cmd_smooth,
-                    "info": cmd_info}  # fmt: skip
+                    "info": cmd_info, "models": cmd_models}  # fmt: skip
         return commands[args.command](args)
     except Terminated:
         print("terminated", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""``build.py models``: obtain and build every asset the project needs, into the cache.
+"""``handmocap models`` (and ``build.py models``): obtain and build every asset the engine
+needs, into the cache.
 
 The open WebXR hand (mesh + skeleton) and MediaPipe's palm detector and hand landmark
 networks ported to ONNX, and the open hand model in MANO's layout.

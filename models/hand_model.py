@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handmocap.errors import AssetError
+from handmocap.errors import BUILD_MODELS, AssetError
 from handmocap.retarget.hand_skeleton import MANO21_FOR_MEDIAPIPE
 from handmocap.sides import BOTH, Side
 
@@ -54,7 +54,7 @@ def built_open_hand_model() -> HandModelFiles:
     if not _is_built(folder):
         raise AssetError(
             f"the open hand model is not built ({folder} lacks MANO_RIGHT.npz or "
-            "MANO_LEFT.npz): run 'python3 build.py models'"
+            f"MANO_LEFT.npz): {BUILD_MODELS}"
         )
     return HandModelFiles(folder, MODEL_ID)
 
@@ -90,7 +90,7 @@ class HandModel:
         self.model_id = files.model_id
         path = files.folder / f"MANO_{side.upper()}.npz"
         if not path.is_file():
-            raise AssetError(f"{path} is missing: run 'python3 build.py models'")
+            raise AssetError(f"{path} is missing: {BUILD_MODELS}")
         with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note about 10 betas
             self.mano = self._load(smplx, files, side)
         self.tips = torch.tensor(MANO_TIP_VERTEX_IDS, dtype=torch.long)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handmocap.errors import AssetError
+from handmocap.errors import BUILD_MODELS, AssetError
 from handmocap.sides import Side
 
 from .hand_model import ensure_open_hand_model
@@ -59,7 +59,7 @@ def built_iknet(cfg: TrainingConfig | None = None) -> IKNetFiles:
     folder = cache_root() / "models" / f"iknet-{_key(cfg or TrainingConfig())}"
     onnx, manifest = folder / "iknet.onnx", folder / "manifest.json"
     if not (onnx.is_file() and manifest.is_file()):
-        raise AssetError("the IK network is not trained yet: run 'python3 build.py models'")
+        raise AssetError(f"the IK network is not trained yet: {BUILD_MODELS}")
     return IKNetFiles(onnx, json.loads(manifest.read_text()))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handmocap.errors import AssetError
+from handmocap.errors import BUILD_MODELS, AssetError
 
 from .webxr_asset import cache_root, sha256_of
 
@@ -81,8 +81,7 @@ def built_mediapipe_models() -> MediapipeModels:
         models = _load(Path(json.loads(pointer.read_text())["folder"]))
     if models is None:
         raise AssetError(
-            "the hand detection models are not built (or their files are damaged): "
-            "run 'python3 build.py models'"
+            f"the hand detection models are not built (or their files are damaged): {BUILD_MODELS}"
         )
     return models
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handmocap.atomic import temp_name
-from handmocap.errors import AssetError
+from handmocap.errors import BUILD_MODELS, AssetError
 from handmocap.sides import BOTH, Side
 
 PACKAGE = "@webxr-input-profiles/assets"
@@ -134,7 +134,7 @@ def built_webxr_hand(cache: Path | None = None) -> WebXRHandFiles:
     if not _verified(files):
         raise AssetError(
             f"the open WebXR hand ({PACKAGE}@{VERSION}) is not in {files.right.parent} (or its "
-            "files are damaged): run 'python3 build.py models'"
+            f"files are damaged): {BUILD_MODELS}"
         )
     return files
 

@@ -80,6 +80,27 @@ def test_info_reports_device_and_models():
     assert report["device"] in ("cpu", "cuda") and report["provider"].endswith("ExecutionProvider")
 
 
+def test_models_keeps_what_is_built_and_says_where(tmp_path):
+    """`handmocap models` on the built cache: nothing is rebuilt (the IK network's recorded
+    training time is the original one), every asset is named with its folder, exit 0."""
+    proc = _cli("models")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[handmocap] models:")]
+    assert len(lines) == 4 and all(" ok (" in ln for ln in lines)
+
+
+def test_models_with_the_registry_unreachable_is_one_message_and_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HANDMOCAP_CACHE", str(tmp_path))
+    monkeypatch.setenv("HANDMOCAP_NPM_REGISTRY", "http://127.0.0.1:9")  # discard port: refused
+    proc = _cli("models")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: could not reach the npm registry at http://127.0.0.1:9/")
+    assert "HANDMOCAP_NPM_REGISTRY" in proc.stderr and "Traceback" not in proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
 def test_backend_choice():
     assert choose_backend("cpu").providers == ("CPUExecutionProvider",)
     auto = choose_backend("auto")

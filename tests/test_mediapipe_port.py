@@ -103,5 +103,6 @@ def test_models_missing_is_a_clear_error(tmp_path, monkeypatch):
     from handmocap.errors import AssetError
 
     monkeypatch.setenv("HANDMOCAP_CACHE", str(tmp_path))
-    with pytest.raises(AssetError, match=r"run 'python3 build\.py models'"):
+    hint = r"run 'handmocap models' \(in a source checkout: 'python3 build\.py models'\)"
+    with pytest.raises(AssetError, match=hint):
         built_mediapipe_models()
