@@ -296,8 +296,9 @@ ADDON_SOURCES = ("*.py", "blender_manifest.toml")
 
 
 def build_addon(dest: Path = DIST) -> Path:
-    """The Blender extension zip: the add-on's files, the handmocap wheel it bundles, and the
-    engine interpreter to default to. Built with the extension builder that ships in the bpy
+    """The Blender extension zip: the add-on's files, the handmocap wheel it bundles, the
+    ``engine/`` folder Set Up Engine installs from (the wheel again and requirements/lock.txt),
+    and the engine interpreter to default to. Built with the extension builder that ships in the bpy
     wheel.
 
     The wheel is the whole handmocap distribution, inference/ and models/ included. Blender's
@@ -315,6 +316,12 @@ def build_addon(dest: Path = DIST) -> Path:
                          "-q", "-w", staging / "wheels"], echo=False)  # fmt: skip
     manifest = (staging / "blender_manifest.toml").read_text()
     wheels = sorted(p.name for p in (staging / "wheels").glob("*.whl"))
+    # What Set Up Engine installs into the engine's own venv (blender_addon/engine_setup.py,
+    # bundled_inputs): the same wheel and the pinned lock, used as pip constraints.
+    (staging / "engine").mkdir()
+    for name in wheels:
+        shutil.copy2(staging / "wheels" / name, staging / "engine" / name)
+    shutil.copy2(LOCK, staging / "engine" / LOCK.name)
     for name in wheels:
         if f"./wheels/{name}" not in manifest:
             raise StepFailed("addon: manifest", [f"wheels/{name} is not listed in "
