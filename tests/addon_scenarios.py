@@ -275,6 +275,34 @@ def scenario_capture_webxr(args) -> dict:
     }  # fmt: skip
 
 
+def scenario_setup_then_capture(args) -> dict:
+    """Set Up Engine pressed with the real engine the zip bundles (CPU, pip's own sources on
+    this machine: ``--retries 1`` replaces the PyTorch index, which it cannot reach), then
+    the demo clip captured through the new environment onto the WebXR hand."""
+    import importlib
+
+    p = importlib.import_module(f"{ADDON}.preferences")
+    before = prefs().engine_python
+    bpy.context.preferences.system.use_online_access = True
+    prefs().engine_accelerator = "CPU"
+    prefs().engine_pip_args = "--retries 1"
+    started = time.perf_counter()
+    status = bpy.ops.handmocap.setup_engine()
+    end = time.monotonic() + float(args[1])
+    while p._poll_setup() is not None and time.monotonic() < end:  # no timers in background
+        time.sleep(0.5)
+    progress = p.EngineSetup.runner.snapshot()
+    setup = {"setup_status": sorted(status), "setup_seconds": time.perf_counter() - started,
+             "outcome": p.EngineSetup.outcome, "log_tail": list(progress.log_tail[-12:]),
+             "before": before, "engine_python": prefs().engine_python,
+             "user_folder": bpy.utils.extension_path_user(ADDON)}  # fmt: skip
+    if prefs().engine_python == before:
+        return setup
+    p.EngineCheck.wait(300)
+    setup["check"] = p.EngineCheck.message
+    return {**setup, **scenario_capture_webxr(args[:1])}
+
+
 def _keys_by_curve(obj) -> dict[tuple, np.ndarray]:
     """(action, path, index) -> (K, 2) float32 (frame, value) of every key (see _all_keys)."""
     return {tuple(k[:3]): k[3].reshape(-1, 2) for k in _all_keys(obj)}
