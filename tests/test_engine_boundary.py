@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from processes import process_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,17 +69,8 @@ wait""",
     assert run.finished and run.error == "capture cancelled" and run.take_path is None
     assert run.process.returncode is not None
     time.sleep(0.2)
-    assert _gone(grandchild)
+    assert process_gone(grandchild)
     assert not take.exists()
-
-
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie waiting for its new parent to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 def test_an_error_event_is_the_message(tmp_path):

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from processes import process_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX fakes (shell scripts)")
@@ -196,15 +197,6 @@ def test_disk_full_is_named(fake):
     assert not (fake.target / "engine.staging").exists()
 
 
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie waiting for its new parent to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
 def _wait_for(predicate, timeout_s=20.0) -> None:
     end = time.monotonic() + timeout_s
     while not predicate():
@@ -226,7 +218,7 @@ def test_cancel_mid_install_kills_the_group_and_removes_staging(fake):
     assert time.monotonic() - started < 2.0
     assert result.finished and result.error_kind == "cancelled" and result.python is None
     time.sleep(0.2)
-    assert _gone(grandchild)
+    assert process_gone(grandchild)
     assert not (fake.target / "engine.staging").exists()
     assert not (fake.target / "engine").exists()
 
