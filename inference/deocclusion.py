@@ -66,7 +66,9 @@ class DeocclusionConfig:
     a first estimate may stray before cleaned crops are tried at all (on the crossing
     clips a cleaned crop never won below 0.33, and trying costs two landmark runs);
     ``background_every`` is how often (frames) the running
-    background takes in the pixels that no hand covers.
+    background takes in the pixels that no hand covers; ``trust`` is how far (palm
+    lengths) each involved hand's last prediction may have missed for the stage to run at
+    all (:meth:`HandMotion.trusted`): it paints by the expected places.
     """
 
     enabled: bool = True
