@@ -163,3 +163,22 @@ def score_2d(
         handedness_accuracy=right_side / matched if matched else nan,
         errors_px=all_e,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.mediapipe_reference VIDEO``: MediaPipe's solution over a whole
+    video, as a user would run it (the ``profile`` suite times this process)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.mediapipe_reference VIDEO", file=sys.stderr)
+        return 2
+    run = run_mediapipe_solution(Path(args[0]))
+    found = sum(len(f) for f in run.frames)
+    print(f"{len(run.frames)} frames, {found} hands, {run.fps:.1f} frames/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ from handmocap.errors import HandmocapError
 
 from .batch_suite import suite_batch
 from .prior_eval import pa_mpjpe_mm
+from .profile_suite import suite_profile
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import load_ground_truth
 from .two_hands_suite import suite_two_hands
@@ -683,6 +684,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "prior": suite_prior,
     "two_hands": suite_two_hands,
     "batch": suite_batch,
+    "profile": suite_profile,
 }
 
 __all__ = ["SUITES", "Metric", "Result", "reference_seconds"]

@@ -19,6 +19,8 @@ import numpy as np
 
 from handmocap.errors import BUILD_MODELS, HandmocapError
 
+from .threads import map_beside, resolve_threads, side_pool
+
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 
 
@@ -122,7 +124,8 @@ def choose_backend(device: str = "auto") -> Backend:
 
 
 def create_session(model: Path, backend: Backend, threads: int = 0):
-    """An ONNX Runtime session for ``model`` on ``backend``; ``threads`` 0 = ORT's default."""
+    """An ONNX Runtime session for ``model`` on ``backend`` whose calls use ``threads``
+    threads (0 = every usable core), waiting without spinning (:mod:`.threads`)."""
     import onnxruntime as ort
 
     if not Path(model).is_file():
@@ -130,8 +133,12 @@ def create_session(model: Path, backend: Backend, threads: int = 0):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = resolve_threads(threads)
+    opts.inter_op_num_threads = 1
+    # Spinning threads burn the cores the video decoder and other programs need: measured
+    # 40% slower captures beside the decoder (docs/architecture.md, "Speed and threads").
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         with _quiet_ort():
             sess = ort.InferenceSession(str(model), opts, providers=list(backend.providers))
@@ -141,3 +148,33 @@ def create_session(model: Path, backend: Backend, threads: int = 0):
     if sess.get_providers()[0] != backend.providers[0]:
         raise HandmocapError(f"{model.name} did not start on {backend.providers[0]}")
     return sess
+
+
+class Network:
+    """One ONNX network on ``backend``, run alone or beside other work.
+
+    On the CPU with more than one thread it holds two sessions: ``session`` on all
+    ``threads`` for a call that runs alone, and a one-thread session for calls that run
+    side by side (several crops split across the cores, or beside another network); see
+    :mod:`.threads`. On a GPU there is one session and rows go through as one batch.
+    """
+
+    def __init__(self, model: Path, backend: Backend, threads: int = 0):
+        self.backend = backend
+        self.threads = resolve_threads(threads)
+        self.session = create_session(model, backend, self.threads)
+        split = backend.device == "cpu" and self.threads > 1
+        self._narrow = create_session(model, backend, 1) if split else None
+        self.pool = side_pool(self.threads) if split else None
+
+    def run(self, name: str, x: np.ndarray, alone: bool = True) -> list[np.ndarray]:
+        """The network's outputs for the (N, ...) batch ``x`` fed as input ``name``, rows in
+        order. ``alone``: nothing else runs meanwhile, so N > 1 rows are split across the
+        cores, one thread each; else the whole batch runs on one thread."""
+        if self._narrow is None or (alone and len(x) < 2):
+            return self.session.run(None, {name: x})
+        if not alone:
+            return self._narrow.run(None, {name: x})
+        parts = np.array_split(np.arange(len(x)), min(self.threads, len(x)))
+        outs = map_beside(self.pool, lambda rows: self._narrow.run(None, {name: x[rows]}), parts)
+        return [np.concatenate(o) for o in zip(*outs, strict=True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
+from .threads import map_beside, resolve_threads, side_pool, torch_threads
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
 
@@ -148,7 +150,9 @@ def capture(
     progress = progress or NoProgress()
     source = VideoSource(video, config.frames, fps=config.fps)
     info = source.info
+    clock = time.perf_counter()
     tracker = tracker or HandTracker(tracker_config(config))
+    timings = {"models": time.perf_counter() - clock}
     # Every asset the fit reads is checked now, not after the whole video was tracked.
     assets = fit_assets(config.mano_dir) if config.fit_mano else None
     fov = config.fov_deg or DEFAULT_FOV_DEG
@@ -168,8 +172,12 @@ def capture(
         done += 1
         progress.update(done, frame)
     tracking_seconds = time.perf_counter() - started
+    timings |= {"tracking": tracking_seconds, "decode_wait": source.wait_seconds,
+                "decode": source.decode_seconds, **tracker.seconds,
+                "deocclusion": tracker.deocclusion_seconds}  # fmt: skip
     if done == 0:
         raise HandmocapError(f"{video} yielded no frames in the range {config.frames}")
+    clock = time.perf_counter()
     fps = info.fps / config.frames.stride
     tracks = tuple(b.build(info.width, info.height) for b in builders.values())
     tracks = decide_sides(drop_phantoms(tracks, fps))
@@ -180,18 +188,23 @@ def capture(
     if side_warning:
         log.warning(side_warning)
     k = intrinsics_from_fov(info.width, info.height, fov)
+    timings["settle_tracks"] = time.perf_counter() - clock
     hand_model = None
     prior: PriorReport | None = None
     if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
+        clock = time.perf_counter()
         fitter = load_fitter(assets, tracker.backend, config.fit)
+        timings["fit_models"] = time.perf_counter() - clock
         hand_model = assets.hand_model.model_id
-        tracks = _fit_tracks(fitter, tracks, k, progress)
+        tracks = _fit_tracks(fitter, tracks, k, progress, tracker.config.threads)
+        timings["mano_fit"] = time.perf_counter() - clock - timings["fit_models"]
     mano_done = time.perf_counter()
     if smoothing and tracks:
         progress.stage("motion_prior", len(tracks), "tracks")
         tracks, prior = smooth_tracks(tracks, fps, config.frames.stride, k, config.prior)
         progress.update(len(tracks))
+        timings["motion_prior"] = time.perf_counter() - mano_done
     seconds = time.perf_counter() - started
     header = make_header(
         info.path, fps, info.width, info.height, k,
@@ -205,6 +218,7 @@ def capture(
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
             stages=stage_facts(config, prior, tracker),
+            timings={name: round(value, 4) for name, value in timings.items()},
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
         # kept with the take so that nobody mistakes a short take for the whole clip.
@@ -245,20 +259,32 @@ def stage_facts(config: CaptureConfig, prior: PriorReport | None, tracker: HandT
 
 
 def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
-                progress: Progress) -> tuple[Track, ...]:  # fmt: skip
+                progress: Progress, threads: int = 0) -> tuple[Track, ...]:  # fmt: skip
     """Fit MANO to each track, reporting the frames fitted so far (of all tracks) as the
-    optimisation of each track advances."""
-    fitted, offset = [], 0
-    for t in tracks:
+    optimisation of each track advances.
 
-        def report(fraction: float, offset: int = offset, n: int = len(t)) -> None:
-            progress.update(offset + round(n * fraction))
+    The tracks are fitted side by side on ``threads`` threads (0 = every usable core),
+    torch on one thread each: torch's own threads meet at a barrier after every small
+    operation and slowed the fit ~2x beside another busy program (docs/architecture.md,
+    "Speed and threads")."""
+    done = [0] * len(tracks)
+    lock = threading.Lock()
+
+    def fit(index: int) -> Track:
+        t = tracks[index]
+
+        def report(fraction: float) -> None:
+            with lock:  # one progress line at a time
+                done[index] = round(len(t) * fraction)
+                progress.update(sum(done))
 
         fit = fitter.fit(t.handedness, t.keypoints_2d, t.keypoints_rel_depth, t.confidence, k,
                          on_progress=report)  # fmt: skip
-        fitted.append(_with_mano(t, fit))
-        offset += len(t)
-    return tuple(fitted)
+        return _with_mano(t, fit)
+
+    threads = resolve_threads(threads)
+    with torch_threads(1):
+        return tuple(map_beside(side_pool(min(threads, len(tracks))), fit, range(len(tracks))))
 
 
 def _with_mano(track: Track, fit) -> Track:

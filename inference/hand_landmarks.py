@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backend import Backend, create_session
+from .backend import Backend, Network
 from .geometry import Roi, apply_affine, hand_rotation, rotation_matrix_2d, transform_rect
 
 INPUT_SIZE = 224
@@ -101,9 +101,10 @@ class HandLandmarker:
     """
 
     def __init__(self, model: Path, backend: Backend, threads: int = 0):
-        """``model``: the ported ``hand_landmark.onnx``; ``threads`` 0 = ORT's default."""
+        """``model``: the ported ``hand_landmark.onnx``; ``threads`` 0 = every usable core
+        (:mod:`.threads`)."""
         self.backend = backend
-        self.session = create_session(model, backend, threads)
+        self.network = Network(model, backend, threads)
 
     @staticmethod
     def preprocess(image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi]) -> np.ndarray:
@@ -111,10 +112,11 @@ class HandLandmarker:
         float32 crops in [0, 1]."""
         return preprocess(image_rgb, rois)
 
-    def run(self, crops: np.ndarray) -> list[np.ndarray]:
+    def run(self, crops: np.ndarray, alone: bool = True) -> list[np.ndarray]:
         """(N, 224, 224, 3) float32 -> landmarks (N, 63) crop px, presence (N, 1),
-        handedness (N, 1) and world landmarks (N, 63) metres, as the network returns them."""
-        return self.session.run(None, {"image": crops})
+        handedness (N, 1) and world landmarks (N, 63) metres, as the network returns them.
+        ``alone``: no other network runs meanwhile (:meth:`.backend.Network.run`)."""
+        return self.network.run("image", crops, alone)
 
     @staticmethod
     def postprocess(outputs: list[np.ndarray], rois: list[Roi]) -> list[HandLandmarks]:
@@ -122,13 +124,13 @@ class HandLandmarker:
         return postprocess(*outputs, rois)
 
     def estimate(
-        self, image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi]
+        self, image_rgb: np.ndarray | list[np.ndarray], rois: list[Roi], alone: bool = True
     ) -> list[HandLandmarks]:
         """One frame (or one image per crop) and N crops (none is fine) -> the N crops'
-        hands, in crop order."""
+        hands, in crop order. ``alone`` as in :meth:`run`."""
         if not rois:
             return []
-        return self.postprocess(self.run(self.preprocess(image_rgb, rois)), rois)
+        return self.postprocess(self.run(self.preprocess(image_rgb, rois), alone), rois)
 
     __call__ = estimate
 

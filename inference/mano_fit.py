@@ -22,6 +22,7 @@ flat hand is turned, which the 2D term alone cannot (foreshortening has no sign)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ class IKRegressor:
     """
 
     def __init__(self, model: Path, backend: Backend, threads: int = 0):
-        """``model``: the trained ``iknet.onnx``; ``threads`` 0 = ORT's default."""
+        """``model``: the trained ``iknet.onnx``; ``threads`` 0 = every usable core."""
         self.backend = backend
         self.session = create_session(model, backend, threads)
 
@@ -243,6 +244,40 @@ def initial_translation(
     return np.linalg.solve(ata, atb[..., None])[..., 0]
 
 
+class Adam:
+    """Adam (Kingma and Ba, 2015) with torch.optim.Adam's defaults: betas (0.9, 0.999),
+    eps 1e-8, no weight decay. Written here because torch.optim imports torch._dynamo when
+    the first optimiser is built: measured 1.0 s and 76 MB on every capture
+    (docs/architecture.md, "Speed and threads")."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):  # fmt: skip
+        self.params = params
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.steps = 0
+        self._m = [torch.zeros_like(p) for p in params]
+        self._v = [torch.zeros_like(p) for p in params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from the parameters' ``.grad`` (a parameter without one is skipped)."""
+        b1, b2 = self.betas
+        self.steps += 1
+        correction1 = 1.0 - b1**self.steps
+        root_correction2 = math.sqrt(1.0 - b2**self.steps)
+        for p, m, v in zip(self.params, self._m, self._v, strict=True):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
+            denom = (v.sqrt() / root_correction2).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / correction1)
+
+
 class ManoFitter:
     """Fits tracks. ``rig`` is the side's :class:`KeypointRig`; ``frames``/``signs`` are the
     anatomical joint frames (15, 3, 3) and spread signs (15,) of the right hand."""
@@ -293,7 +328,7 @@ class ManoFitter:
             np.linalg.norm(np.ptp(uv, axis=1), axis=-1), dtype=torch.float32
         ).clamp_min(1.0)
         mirror = torch.as_tensor(MIRROR_X, dtype=torch.float32)
-        opt = torch.optim.Adam([rot6, betas, transl], lr=cfg.lr)
+        opt = Adam([rot6, betas, transl], lr=cfg.lr)
 
         def camera_keypoints():
             r = rot6d_to_matrix(rot6)

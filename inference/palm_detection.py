@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backend import Backend, create_session
+from .backend import Backend, Network
 from .geometry import Roi, hand_rotation, transform_rect
 
 INPUT_SIZE = 192
@@ -180,10 +180,11 @@ class PalmDetector:
 
     def __init__(self, model: Path, backend: Backend, config: PalmConfig | None = None,
                  threads: int = 0):  # fmt: skip
-        """``model``: the ported ``palm_detection.onnx``; ``threads`` 0 = ORT's default."""
+        """``model``: the ported ``palm_detection.onnx``; ``threads`` 0 = every usable core
+        (:mod:`.threads`)."""
         self.backend = backend
         self.config = config or PalmConfig()
-        self.session = create_session(model, backend, threads)
+        self.network = Network(model, backend, threads)
 
     @staticmethod
     def preprocess(image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
@@ -192,9 +193,10 @@ class PalmDetector:
         x, box = letterbox(image_rgb)
         return x[None], box
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(1, 192, 192, 3) float32 -> raw boxes (1, 2016, 18) and score logits (1, 2016, 1)."""
-        boxes, scores = self.session.run(None, {"image": batch})
+    def run(self, batch: np.ndarray, alone: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(1, 192, 192, 3) float32 -> raw boxes (1, 2016, 18) and score logits (1, 2016, 1).
+        ``alone``: no other network runs meanwhile (:meth:`.backend.Network.run`)."""
+        boxes, scores = self.network.run("image", batch, alone)
         return boxes, scores
 
     def postprocess(self, raw_boxes: np.ndarray, raw_scores: np.ndarray,
@@ -202,9 +204,10 @@ class PalmDetector:
         """The batch's outputs (one image) -> palms in image pixels, best first."""
         return postprocess(raw_boxes[0], raw_scores[0], lb, self.config)
 
-    def detect(self, image_rgb: np.ndarray) -> list[Palm]:
-        """(H, W, 3) uint8 RGB image -> its palms in image pixels, best first."""
+    def detect(self, image_rgb: np.ndarray, alone: bool = True) -> list[Palm]:
+        """(H, W, 3) uint8 RGB image -> its palms in image pixels, best first. ``alone`` as
+        in :meth:`run`."""
         batch, lb = self.preprocess(image_rgb)
-        return self.postprocess(*self.run(batch), lb)
+        return self.postprocess(*self.run(batch, alone), lb)
 
     __call__ = detect

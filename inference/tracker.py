@@ -38,6 +38,7 @@ from . import hand_landmarks as lm
 from . import palm_detection as pd
 from .backend import Backend, choose_backend
 from .geometry import Roi
+from .threads import beside
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ class HandTracker:
         self.detector_runs = 0
         self.deoccluded = 0  # hand-frames whose estimate came from a cleaned crop
         self.deocclusion_seconds = 0.0
+        # Wall seconds in each network (the detector's overlap the landmarks' when it runs
+        # beside them), for the take's timings.
+        self.seconds = {"palm_detection": 0.0, "landmarks": 0.0}
 
     def step(self, image_rgb: np.ndarray) -> list[Observation]:
         cfg = self.config
@@ -170,10 +174,23 @@ class HandTracker:
         self._since_detect += 1
         missing = len(rois) < cfg.max_hands
         self._look_where_lost(rois, flags)
-        if not rois or (missing and (self._hunt > 0 or self._since_detect >= cfg.redetect_every)):
+        due = self._hunt > 0 or self._since_detect >= cfg.redetect_every
+        detect = not rois or (missing and due)
+        palms = None
+        if detect:
             self._since_detect = 0
             self.detector_runs += 1
-            for palm in self.palm.detect(image_rgb):
+            # The detector runs beside the known hands' landmarks, one thread each; the
+            # palms it finds are estimated after (docs/architecture.md, "Speed and threads").
+            pool = self.landmarker.network.pool if rois else None
+            palms = beside(pool, lambda: self._detect(image_rgb, alone=pool is None))
+        started = time.perf_counter()
+        known = list(rois)
+        estimates = self.landmarker.estimate(image_rgb, list(rois.values()), alone=palms is None)
+        hands = dict(zip(known, estimates, strict=True))
+        self.seconds["landmarks"] += time.perf_counter() - started
+        if palms is not None:
+            for palm in palms.result():
                 roi = palm.roi()
                 # A crop centred on a tracked one looks at that hand; a palm further off may
                 # be a second hand beside or behind it, which only its landmarks can tell.
@@ -182,9 +199,11 @@ class HandTracker:
                 rois[self._next_id] = roi
                 flags[self._next_id] = FrameFlag.DETECTED
                 self._next_id += 1
-        ids = list(rois)
-        estimates = self.landmarker.estimate(image_rgb, [rois[i] for i in ids])
-        hands = dict(zip(ids, estimates, strict=True))
+            started = time.perf_counter()
+            new = [i for i in rois if i not in hands]
+            found = self.landmarker.estimate(image_rgb, [rois[i] for i in new])
+            hands |= dict(zip(new, found, strict=True))
+            self.seconds["landmarks"] += time.perf_counter() - started
         overlaps = self._overlaps(rois)
         self._overlapping = {i for i, others in overlaps.items() if others}
         if cfg.deocclusion.enabled and self._overlapping:
@@ -212,6 +231,12 @@ class HandTracker:
         if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _detect(self, image_rgb: np.ndarray, alone: bool) -> list[pd.Palm]:
+        started = time.perf_counter()
+        palms = self.palm.detect(image_rgb, alone=alone)
+        self.seconds["palm_detection"] += time.perf_counter() - started
+        return palms
 
     def _touching(self, kept: dict[int, lm.HandLandmarks]) -> set[int]:
         """The kept hands that touch another known hand this frame (its estimate, or

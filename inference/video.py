@@ -25,6 +25,7 @@ import os
 import queue
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,9 @@ class VideoSource:
         self.frames_short = 0
         self.missing_frames: list[int] = []
         self.skipped_files: list[str] = []
+        # Seconds the consumer waited for frames, and the reader thread spent decoding.
+        self.wait_seconds = 0.0
+        self.decode_seconds = 0.0
         self._images: list[_Image] = []
         if fps is not None:
             check_fps(fps)
@@ -326,7 +330,9 @@ class VideoSource:
         reader.start()
         try:
             while True:
+                waited = time.perf_counter()
                 item = q.get()
+                self.wait_seconds += time.perf_counter() - waited
                 if item is None:
                     break
                 if isinstance(item, Exception):
@@ -341,19 +347,30 @@ class VideoSource:
                     reader.join(timeout=0.05)
 
     def _put(self, q: queue.Queue, stop: threading.Event, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        waited = time.perf_counter()
+        try:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self.decode_seconds -= time.perf_counter() - waited
 
     def _wanted(self, index: int) -> bool:
         r = self.range
         return index >= r.start and (index - r.start) % r.stride == 0
 
     def _read(self, q: queue.Queue, stop: threading.Event) -> None:
+        started = time.perf_counter()
+        try:
+            self._read_all(q, stop)
+        finally:  # the reader's busy time: its whole run less the waits in _put
+            self.decode_seconds += time.perf_counter() - started
+
+    def _read_all(self, q: queue.Queue, stop: threading.Event) -> None:
         try:
             read = self._read_folder if self.info.is_folder else self._read_file
             if not read(q, stop):

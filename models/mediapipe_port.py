@@ -3,8 +3,10 @@
 ``pip download --no-deps mediapipe==0.10.20`` (wheels after 0.10.20 no longer carry the
 tflite files), read the two .tflite files out of it, port them to torch
 (``tflite_reader`` + ``tflite_torch``, our own code), export ONNX with a dynamic batch
-axis, check the export against the torch module, and cache everything under
-``<cache>/models/mediapipe-<version>-<wheel sha256[:12]>/`` with a manifest.
+axis, fold the zero ``Pad`` nodes of TensorFlow's asymmetric "SAME" padding into the ``Conv``
+they feed (``onnx_passes.fold_pads_into_convs``; docs/architecture.md, "Speed"), check the
+result against the torch module, and cache everything under
+``<cache>/models/mediapipe-<version>-r<PORT_REVISION>-<wheel sha256[:12]>/`` with a manifest.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .webxr_asset import cache_root, sha256_of
 
 MEDIAPIPE_VERSION = "0.10.20"
 OPSET = 17
+# Bumped whenever the port writes different ONNX from the same wheel, so that a cache built by
+# an older port is rebuilt rather than reused. 2: Pads folded into Convs.
+PORT_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ def _load(folder: Path) -> MediapipeModels | None:
     if not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("port_revision") != PORT_REVISION:
+        return None  # built by another version of the port: rebuild
     paths = {n.name: folder / f"{n.name}.onnx" for n in NETS}
     for name, path in paths.items():
         if not path.is_file() or sha256_of(path) != manifest["files"][name]["onnx_sha256"]:
@@ -96,10 +103,10 @@ def ensure_mediapipe_models(log=print) -> MediapipeModels:
     downloads.mkdir(parents=True, exist_ok=True)
     wheel = _download_wheel(downloads)
     sha = sha256_of(wheel)
-    folder = cache_root() / "models" / f"mediapipe-{MEDIAPIPE_VERSION}-{sha[:12]}"
+    folder = cache_root() / "models" / f"mediapipe-{MEDIAPIPE_VERSION}-r{PORT_REVISION}-{sha[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"mediapipe_version": MEDIAPIPE_VERSION, "wheel": wheel.name, "wheel_sha256": sha,
-                "opset": OPSET, "files": {}}  # fmt: skip
+    manifest = {"mediapipe_version": MEDIAPIPE_VERSION, "port_revision": PORT_REVISION,
+                "wheel": wheel.name, "wheel_sha256": sha, "opset": OPSET, "files": {}}  # fmt: skip
     with zipfile.ZipFile(wheel) as zf:
         for net in NETS:
             try:
@@ -130,9 +137,11 @@ def _download_wheel(dest: Path) -> Path:
 
 
 def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
+    import onnx
     import onnxruntime as ort
     import torch
 
+    from .onnx_passes import fold_pads_into_convs
     from .tflite_reader import read_tflite
     from .tflite_torch import TfliteModule
 
@@ -148,7 +157,10 @@ def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
             dynamic_axes={n: {0: "batch"} for n in ("image", *net.outputs)}, opset_version=OPSET,
             dynamo=False,
         )  # fmt: skip
-    # The export must compute what the module computes, at a batch size it was not traced with.
+    folded, pads_folded = fold_pads_into_convs(onnx.load(str(part)))
+    onnx.save(folded, str(part))
+    # The export, Pads folded, must compute what the module computes, at a batch size it was
+    # not traced with.
     x = (
         np.random.default_rng(1)
         .uniform(size=(3, net.input_size, net.input_size, 3))
@@ -173,6 +185,7 @@ def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
         "input_size": net.input_size,
         "outputs": list(net.outputs),
         "export_vs_torch_rel_diff": worst,
+        "pads_folded": pads_folded,
     }
 
 

@@ -272,6 +272,9 @@ class EngineFacts:
         mano_seconds: wall-clock seconds of the MANO stage.
         stages: the stages that ran and their settings (stage name -> settings, JSON
             values), read-only, for an engine that records them.
+        timings: wall-clock seconds spent in each part of the capture (part name ->
+            seconds; parts that ran beside each other overlap), read-only: where the time
+            went, for the benchmarks' profile.
     """
 
     engine_version: str | None = None
@@ -283,16 +286,20 @@ class EngineFacts:
     tracking_seconds: float | None = None
     mano_seconds: float | None = None
     stages: Mapping[str, Any] | None = None
+    timings: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.stages is not None:
-            object.__setattr__(self, "stages", MappingProxyType(dict(self.stages)))
+        for name in ("stages", "timings"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
     def to_json(self) -> dict[str, Any]:
         """The recorded facts, by header key."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.stages is not None:
-            out["stages"] = dict(self.stages)
+        for name in ("stages", "timings"):
+            if out[name] is not None:
+                out[name] = dict(out[name])
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -409,6 +416,8 @@ class TakeHeader:
             "tracking_seconds": is_number,
             "mano_seconds": is_number,
             "stages": lambda value: isinstance(value, dict),
+            "timings": lambda value: isinstance(value, dict)
+            and all(map(is_number, value.values())),
             "warnings": is_list_of(is_text),
             "frames_short": is_int,
             "missing_frames": is_list_of(is_int),

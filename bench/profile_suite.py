@@ -1,0 +1,245 @@
+"""The ``profile`` benchmark suite: a whole capture as a user runs it, against MediaPipe's
+solution run the same way (docs/architecture.md, "Speed and threads").
+
+- **End to end**: ``handmocap capture`` (MANO fit and motion prior on, the defaults) and a
+  process running ``mp.solutions.hands`` over the same file, each a whole process from
+  start to exit, alternated in pairs; medians of wall seconds and CPU seconds (user +
+  system of the process and its threads, from ``wait4``). On the real office clip and on a
+  two-hand rendered clip (the ``two_crossing`` render played forward and back, 470 frames,
+  so that the hands cross ten times; de-occlusion on).
+- **Under load**: the same pairs beside a CPU load the suite starts itself, one busy process
+  per usable core (as a render beside the capture would be); the ratio to MediaPipe under
+  load against the quiet ratio.
+- **Where the time goes**: the parts of the capture from the take's ``timings``, start-up
+  (interpreter and imports) and the rest (writing the take, exit) from the process's wall.
+- **Memory**: peak resident memory of a capture of a 21,080-frame input (the office clip at
+  640x360, forward and back 17 times) against one of 2,480 frames.
+
+``HANDMOCAP_BENCH_PROFILE_REPEATS`` sets the pairs per condition (default 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from handmocap.errors import HandmocapError
+
+from .synth.cache import ROOT, cached_clip
+
+OFFICE = ROOT.parent / "shared" / "data" / "real" / "one_hand_office.mp4"
+LONG_CYCLES, SHORT_CYCLES = 17, 2  # forward-and-back passes of the office clip
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """One whole process: wall seconds, CPU seconds (user + system), peak RSS in MB."""
+
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+
+
+def run_process(cmd: list[str]) -> ProcessRun:
+    """Run ``cmd`` from the repository root to its exit and measure it."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise HandmocapError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {err[-800:]}")
+    return ProcessRun(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+
+
+def engine_cmd(video: Path, take: Path) -> list[str]:
+    return [sys.executable, "-m", "handmocap.inference", "capture", str(video), "-o", str(take),
+            "--progress", "none"]  # fmt: skip
+
+
+def mediapipe_cmd(video: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.mediapipe_reference", str(video)]
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """``processes`` busy Python loops for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        time.sleep(0.5)  # let them take their cores
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def paired_runs(video: Path, take: Path, repeats: int) -> tuple[list[ProcessRun], list[ProcessRun]]:
+    """``repeats`` alternated (engine, MediaPipe) pairs on ``video``."""
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(run_process(engine_cmd(video, take)))
+        theirs.append(run_process(mediapipe_cmd(video)))
+    return ours, theirs
+
+
+def ping_pong(src: Path, dst: Path, cycles: int, size: tuple[int, int] | None = None) -> int:
+    """Write ``src`` forward then backward ``cycles`` times into ``dst`` (MPEG-4 part 2),
+    optionally scaled to ``size`` (w, h); returns the frame count."""
+    cap = cv2.VideoCapture(str(src))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA) if size else bgr)
+    cap.release()
+    if len(frames) < 3:
+        raise HandmocapError(f"cannot read {src} for the profile's inputs")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    loop = frames + frames[-2:0:-1]
+    for _ in range(cycles):
+        for bgr in loop:
+            writer.write(bgr)
+    writer.release()
+    return len(loop) * cycles
+
+
+def _median(runs: list[ProcessRun], field: str) -> float:
+    return float(statistics.median(getattr(r, field) for r in runs))
+
+
+def _import_seconds(repeats: int = 3) -> float:
+    """Best-of wall seconds of a process that starts Python and imports the capture."""
+    cmd = [sys.executable, "-c", "import handmocap.inference.cli, handmocap.inference.capture"]
+    return min(run_process(cmd).wall_s for _ in range(repeats))
+
+
+def _timings(take: Path) -> dict[str, float]:
+    with np.load(take, allow_pickle=False) as raw:
+        header = json.loads(str(raw["header"]))
+    return {k: float(v) for k, v in header.get("timings", {}).items()}
+
+
+def suite_profile(ref: float):
+    """A whole capture against MediaPipe's solution, both as whole processes: end to end on
+    the office clip (MANO fit and motion prior on) and on a two-hand rendered clip
+    (de-occlusion on), quiet and beside a CPU load the suite starts; where the time goes;
+    peak memory on a 21,080-frame input (see bench/profile_suite.py)."""
+    from handmocap.inference.threads import usable_cores
+
+    from .suites import Metric, Result
+
+    repeats = int(os.environ.get("HANDMOCAP_BENCH_PROFILE_REPEATS", "3"))
+    metrics: list[Metric] = []
+    tmp = Path(tempfile.mkdtemp(prefix="hmprof"))
+    take = tmp / "take.npz"
+    crossing, _ = cached_clip("two_crossing", noise_seed=0)
+    two_hands = tmp / "two_crossing_x5.mp4"
+    n_two = ping_pong(crossing, two_hands, 5)
+    clips = [("two_hands", two_hands, f"two_crossing forward and back 5x, {n_two} frames")]
+    if OFFICE.is_file():
+        clips.insert(0, ("office", OFFICE, "real, 621 frames, 1280x720, one hand"))
+    else:
+        metrics.append(
+            Metric("office", "absent", "", f"{OFFICE} not found: office figures skipped")
+        )
+    load = usable_cores()
+    quiet_ratio: dict[str, float] = {}
+    for condition in ("quiet", "load"):
+        with cpu_load(load) if condition == "load" else contextlib.nullcontext():
+            for name, video, note in clips:
+                ours, theirs = paired_runs(video, take, repeats)
+                wall_ratio = _median(theirs, "wall_s") / _median(ours, "wall_s")
+                cpu_ratio = _median(ours, "cpu_s") / _median(theirs, "cpu_s")
+                tag = f"{name}_{condition}"
+                where = "quiet" if condition == "quiet" else f"beside {load} busy processes"
+                metrics += [
+                    Metric(f"{tag}_engine_wall_s", round(_median(ours, "wall_s"), 2), "s",
+                           f"median of {repeats}, whole process; {note}"),
+                    Metric(f"{tag}_mediapipe_wall_s", round(_median(theirs, "wall_s"), 2), "s",
+                           "mp.solutions.hands, whole process"),
+                    Metric(f"{tag}_engine_cpu_s", round(_median(ours, "cpu_s"), 2), "s"),
+                    Metric(f"{tag}_mediapipe_cpu_s", round(_median(theirs, "cpu_s"), 2), "s"),
+                    Metric(f"{tag}_speed_vs_mediapipe", round(wall_ratio, 3), "x",
+                           f"MediaPipe wall / ours, {where} (bar >= 1.5 quiet)"),
+                    Metric(f"{tag}_cpu_vs_mediapipe", round(cpu_ratio, 3), "x",
+                           "our CPU seconds / MediaPipe's (bar <= 1)"),
+                ]  # fmt: skip
+                if condition == "quiet":
+                    quiet_ratio[name] = wall_ratio
+                    metrics += _profile_metrics(name, ours, take)
+                else:
+                    kept = wall_ratio / quiet_ratio[name]
+                    note = "speed vs MediaPipe: loaded / quiet (bar >= 0.75)"
+                    metrics.append(Metric(f"{name}_load_ratio_vs_quiet", round(kept, 3), "x", note))
+    metrics += _memory_metrics(tmp, take)
+    return Result("profile", suite_profile.__doc__ or "", ref, tuple(metrics))
+
+
+def _profile_metrics(name: str, ours: list[ProcessRun], take: Path) -> list:
+    """Where the last quiet run's time went (the take's timings, seconds)."""
+    from .suites import Metric
+
+    timings = _timings(take)
+    startup = _import_seconds()
+    parts = ("models", "tracking", "settle_tracks", "fit_models", "mano_fit", "motion_prior")
+    inside = sum(timings.get(k, 0.0) for k in parts)
+    wall = ours[-1].wall_s
+    out = [Metric(f"{name}_part_startup_s", round(startup, 3), "s",
+                  "Python start and imports (a separate process, best of 3)")]  # fmt: skip
+    for part, value in timings.items():
+        out.append(Metric(f"{name}_part_{part}_s", round(value, 3), "s",
+                          f"{100 * value / wall:.1f}% of the whole process"))  # fmt: skip
+    out.append(Metric(f"{name}_part_rest_s", round(wall - startup - inside, 3), "s",
+                      "backend choice, video open, writing the take, exit"))  # fmt: skip
+    out.append(Metric(f"{name}_peak_memory_mb", round(ours[-1].peak_mb, 1), "MB"))
+    return out
+
+
+def _memory_metrics(tmp: Path, take: Path) -> list:
+    """Peak memory of a long and a short capture of the same footage."""
+    from .suites import Metric
+
+    source = OFFICE if OFFICE.is_file() else cached_clip("demo")[0]
+    peaks = {}
+    for label, cycles in (("short", SHORT_CYCLES), ("long", LONG_CYCLES)):
+        video = tmp / f"{label}.mp4"
+        frames = ping_pong(source, video, cycles, size=(640, 360) if source == OFFICE else None)
+        run = run_process(engine_cmd(video, take))
+        peaks[label] = (frames, run)
+        video.unlink()
+    (n_short, short), (n_long, long) = peaks["short"], peaks["long"]
+    return [
+        Metric("memory_short_frames", n_short, "frames", f"{source.name} forward and back"),
+        Metric("memory_short_peak_mb", round(short.peak_mb, 1), "MB", f"{short.wall_s:.0f} s"),
+        Metric("memory_long_frames", n_long, "frames"),
+        Metric("memory_long_peak_mb", round(long.peak_mb, 1), "MB", f"{long.wall_s:.0f} s"),
+        Metric("memory_growth_mb_per_1000_frames",
+               round(1000 * (long.peak_mb - short.peak_mb) / (n_long - n_short), 2), "MB",
+               "peak memory's growth with the input's length"),
+    ]  # fmt: skip
+
+
+__all__ = ["ProcessRun", "cpu_load", "ping_pong", "run_process", "suite_profile"]

@@ -1,0 +1,129 @@
+"""How a capture shares the CPU cores: the one place that sizes threads (docs/architecture.md,
+"Speed and threads").
+
+The rule, measured on a 2-core machine: never make one network call (or one torch op) wait
+for several threads to meet at a barrier when the cores are shared, and do not spin while
+waiting. A network call runs on all the usable cores only when it runs alone; calls that can
+run side by side (the crops of two hands, the palm detector beside the tracked hands'
+landmarks, the fit of two tracks) run at the same time on one thread each, from a small pool.
+Threads that do independent work keep their speed when another program takes cores, where
+threads that meet at barriers wait for the slowest one: with ONNX Runtime's spinning threads
+and torch's default thread count, the MANO fit slowed ~2x under a 2-process load and ONNX
+Runtime's default settings cost 40% beside the video decoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's or Ray's
+    share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int) -> int:
+    """``threads`` as asked (0 = every usable core), at least 1."""
+    return max(1, threads) if threads > 0 else usable_cores()
+
+
+class SidePool:
+    """Threads that work beside the calling thread: ``workers`` of them, shared by the
+    process for each size (the calling thread is one more)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handmocap")
+
+    def submit(self, fn: Callable[[], R]) -> Future[R]:
+        return self.executor.submit(fn)
+
+
+@functools.cache
+def side_pool_of(workers: int) -> SidePool:
+    return SidePool(workers)
+
+
+def side_pool(threads: int) -> SidePool | None:
+    """The pool for ``threads`` threads in all: ``threads - 1`` beside the caller; None for
+    one thread."""
+    return side_pool_of(threads - 1) if threads > 1 else None
+
+
+def beside(pool: SidePool | None, fn: Callable[[], R]) -> Future[R]:
+    """Start ``fn()`` on ``pool`` (or run it now when there is none) and return its future."""
+    if pool is not None:
+        return pool.submit(fn)
+    done: Future[R] = Future()
+    try:
+        done.set_result(fn())
+    except BaseException as err:  # handed to the caller by .result(), as the pool would
+        done.set_exception(err)
+    return done
+
+
+def map_beside(pool: SidePool | None, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in items]`` on the calling thread and the pool's workers at the same
+    time, each taking the next item when it is free (in order on the calling thread alone
+    when there is no pool). Results in item order; the first error is raised once every
+    started call has finished."""
+    if pool is None or len(items) < 2:
+        return [fn(x) for x in items]
+    results: list = [None] * len(items)
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+    failed = threading.Event()  # after an error no new item starts
+
+    def work() -> None:
+        while not failed.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException:
+                failed.set()
+                raise
+
+    helpers = [pool.submit(work) for _ in range(min(pool.workers, len(items) - 1))]
+    try:
+        work()
+    finally:
+        for f in helpers:  # wait for all: none may outlive this call
+            f.exception()
+    for f in helpers:
+        f.result()
+    return results
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with torch's intra-op threads set to ``n``, then restore them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = [
+    "SidePool", "beside", "map_beside", "resolve_threads", "side_pool", "torch_threads",
+    "usable_cores",
+]  # fmt: skip

@@ -1,0 +1,118 @@
+"""The thread policy (inference/threads.py): pools, side-by-side maps, session settings."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from handmocap.inference.backend import Network, choose_backend
+from handmocap.inference.threads import (
+    beside,
+    map_beside,
+    resolve_threads,
+    side_pool,
+    torch_threads,
+    usable_cores,
+)
+
+
+def test_threads_resolve_to_the_usable_cores_or_what_was_asked():
+    assert usable_cores() >= 1
+    assert resolve_threads(0) == usable_cores()
+    assert resolve_threads(3) == 3
+    assert resolve_threads(-2) == usable_cores()
+    assert side_pool(1) is None
+    assert side_pool(3).workers == 2
+    assert side_pool(3) is side_pool(3)  # one pool per size, shared
+
+
+def test_map_beside_keeps_item_order_and_uses_the_calling_thread_and_the_pool():
+    seen: dict[int, str] = {}
+
+    def slow_square(x: int) -> int:
+        time.sleep(0.02)
+        seen[x] = threading.current_thread().name
+        return x * x
+
+    items = list(range(9))
+    assert map_beside(side_pool(3), slow_square, items) == [x * x for x in items]
+    names = set(seen.values())
+    assert threading.current_thread().name in names
+    assert any(n.startswith("handmocap") for n in names)
+    assert map_beside(None, slow_square, items) == [x * x for x in items]
+
+
+def test_map_beside_raises_the_first_error_after_all_started_calls_finished():
+    finished = []
+
+    def fail_on_two(x: int) -> int:
+        time.sleep(0.01 * x)
+        if x == 2:
+            raise ValueError("bad item 2")
+        finished.append(x)
+        return x
+
+    with pytest.raises(ValueError, match="bad item 2"):
+        map_beside(side_pool(2), fail_on_two, list(range(6)))
+    settled = len(finished)
+    time.sleep(0.1)
+    assert len(finished) == settled  # nothing still running after the call returned
+    assert settled < 5  # no new item started after the error
+
+
+def test_beside_without_a_pool_runs_now_and_keeps_the_error_for_result():
+    assert beside(None, lambda: 7).result() == 7
+    future = beside(None, lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        future.result()
+    assert beside(side_pool(2), lambda: 8).result(timeout=5) == 8
+
+
+def test_torch_threads_are_set_for_the_block_and_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def _relu_model(tmp_path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_a_network_gives_the_same_rows_alone_split_or_beside_other_work(tmp_path):
+    """Rows split across the cores, run on one thread beside other work, or as one batch:
+    the same outputs in the same order."""
+    net = Network(_relu_model(tmp_path), choose_backend("cpu"), threads=2)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    want = np.maximum(x, 0)
+    for alone in (True, False):
+        (got,) = net.run("x", x, alone=alone)
+        np.testing.assert_array_equal(got, want)
+    (one,) = net.run("x", x[:1])
+    np.testing.assert_array_equal(one, want[:1])
+    single = Network(_relu_model(tmp_path), choose_backend("cpu"), threads=1)
+    assert single.pool is None
+    np.testing.assert_array_equal(single.run("x", x)[0], want)
+
+
+def test_sessions_wait_without_spinning_on_the_threads_asked(tmp_path):
+    from handmocap.inference.backend import create_session
+
+    sess = create_session(_relu_model(tmp_path), choose_backend("cpu"), threads=3)
+    opts = sess.get_session_options()
+    assert opts.intra_op_num_threads == 3
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
