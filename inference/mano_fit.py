@@ -62,10 +62,17 @@ class FitConfig:
     w_ik: float = 0.005
     robust_3d_m: float = 0.01
     robust_2d: float = 0.3  # of the hand's size in pixels
+    # Frames optimised at once: the optimiser's graph takes ~25 KB a frame, so a longer
+    # track takes its shape from this many frames spread over it, then is fitted window
+    # by window with that shape (memory flat on long videos; docs/architecture.md,
+    # "Speed and threads"). Tracks up to this long are fitted in one piece.
+    window: int = 2048
 
     def validated(self) -> FitConfig:
         if self.iterations < 0 or self.lr <= 0:
             raise HandmocapError("iterations must be >= 0 and lr > 0")
+        if self.window < 16:
+            raise HandmocapError(f"the fit's window must be >= 16 frames, got {self.window}")
         return self
 
 
@@ -301,13 +308,50 @@ class ManoFitter:
 
         ``on_progress(fraction)``, if given, is called with the share of the optimisation
         steps done (increasing, 0 < fraction <= 1), at most every ``PROGRESS_INTERVAL_S``
-        seconds and always with 1.0 at the end; it does not change the result."""
-        cfg = self.config
-        rig = self.rigs[side]
-        t = uv.shape[0]
+        seconds and always with 1.0 at the end; it does not change the result.
+
+        A track longer than ``FitConfig.window`` frames is fitted in windows of that many
+        frames, with the shape fitted first on that many frames spread over the track."""
         world = lift_keypoints(uv, rel_depth, intrinsics)
         rots0, betas0 = self.ik(world, side)
         beta0 = betas0.mean(axis=0)
+        t, window = uv.shape[0], self.config.window
+        inputs = (side, uv, world, confidence, intrinsics, rots0, beta0)
+        if t <= window:
+            return self._refine(*inputs, np.arange(t), None, on_progress)
+        starts = range(0, t, window)
+        passes = 1 + len(starts)
+
+        def part(k: int) -> Callable[[float], None] | None:
+            if on_progress is None:
+                return None
+            return lambda fraction: on_progress(min((k + fraction) / passes, 1.0))
+
+        spread = np.linspace(0, t - 1, window).round().astype(int)
+        shape = self._refine(*inputs, spread, None, part(0)).betas
+        fits = [self._refine(*inputs, np.arange(a, min(a + window, t)), shape, part(k + 1))
+                for k, a in enumerate(starts)]  # fmt: skip
+        return ManoFit(
+            pose=np.concatenate([f.pose for f in fits]),
+            betas=shape,
+            translation=np.concatenate([f.translation for f in fits]),
+            keypoints_3d=np.concatenate([f.keypoints_3d for f in fits]),
+            ik_keypoints_3d=np.concatenate([f.ik_keypoints_3d for f in fits]),
+            rest_keypoints=fits[0].rest_keypoints,
+        )
+
+    def _refine(self, side: str, uv: np.ndarray, world: np.ndarray, confidence: np.ndarray,
+                intrinsics: np.ndarray, rots0: np.ndarray, beta0: np.ndarray, rows: np.ndarray,
+                shape: np.ndarray | None,
+                on_progress: Callable[[float], None] | None) -> ManoFit:  # fmt: skip
+        """The refinement of frames ``rows`` of a track (arrays as in :meth:`fit`, plus the
+        lifted keypoints ``world`` (T, 21, 3), the IK rotations ``rots0`` (T, 16, 3, 3) and
+        the IK's mean shape ``beta0`` (10,)). ``shape`` (10,) fixes the betas; None fits
+        them."""
+        cfg = self.config
+        rig = self.rigs[side]
+        uv, world, confidence, rots0 = uv[rows], world[rows], confidence[rows], rots0[rows]
+        t = uv.shape[0]
         betas_init = torch.as_tensor(np.tile(beta0, (t, 1)), dtype=torch.float32)
         with torch.no_grad():
             kp0 = fk(rig, torch.as_tensor(rots0, dtype=torch.float32), betas_init).numpy()
@@ -316,7 +360,12 @@ class ManoFitter:
 
         first_columns = rots0[..., :2].transpose(0, 1, 3, 2).reshape(t, 16, 6)
         rot6 = torch.nn.Parameter(torch.as_tensor(first_columns, dtype=torch.float32))
-        betas = torch.nn.Parameter(torch.as_tensor(beta0, dtype=torch.float32))
+        if shape is None:
+            betas = torch.nn.Parameter(torch.as_tensor(beta0, dtype=torch.float32))
+            params = [rot6, betas]
+        else:
+            betas = torch.as_tensor(shape, dtype=torch.float32)
+            params = [rot6]
         transl = torch.nn.Parameter(torch.as_tensor(transl0, dtype=torch.float32))
         r_ik = torch.as_tensor(rots0, dtype=torch.float32)
         w3 = torch.as_tensor(world, dtype=torch.float32)
@@ -328,7 +377,7 @@ class ManoFitter:
             np.linalg.norm(np.ptp(uv, axis=1), axis=-1), dtype=torch.float32
         ).clamp_min(1.0)
         mirror = torch.as_tensor(MIRROR_X, dtype=torch.float32)
-        opt = Adam([rot6, betas, transl], lr=cfg.lr)
+        opt = Adam([*params, transl], lr=cfg.lr)
 
         def camera_keypoints():
             r = rot6d_to_matrix(rot6)
