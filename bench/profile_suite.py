@@ -45,7 +45,8 @@ LONG_CYCLES, SHORT_CYCLES = 17, 2  # forward-and-back passes of the office clip
 
 @dataclass(frozen=True)
 class ProcessRun:
-    """One whole process: wall seconds, CPU seconds (user + system), peak RSS in MB."""
+    """One whole process: wall seconds, CPU seconds (user + system, its threads included),
+    peak resident memory in MB (``VmHWM``, read every 20 ms)."""
 
     wall_s: float
     cpu_s: float
@@ -59,15 +60,35 @@ def run_process(cmd: list[str]) -> ProcessRun:
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    err = proc.stderr.read() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise HandmocapError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {err[-800:]}")
-    return ProcessRun(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak_kb = 0
+        while True:  # VmHWM: the peak since exec (wait4's maxrss counts the forking parent)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise HandmocapError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): "
+                                 f"{err.read()[-800:]}")  # fmt: skip
+    peak_mb = peak_kb / 1024.0 if peak_kb else usage.ru_maxrss / 1024.0
+    return ProcessRun(wall, usage.ru_utime + usage.ru_stime, peak_mb)
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's peak resident memory so far in kB (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def engine_cmd(video: Path, take: Path) -> list[str]:
