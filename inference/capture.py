@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,14 +26,17 @@ from handmocap.take import (
     make_header,
 )
 
+from .fit_settings import FitConfig, fit_assets
 from .hand_identity import decide_sides, drop_phantoms, join_reappearing, keep_side
-from .mano_fit import FitConfig, ManoFitter, fit_assets, load_fitter
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
 from .threads import map_beside, resolve_threads, side_pool, torch_threads
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
+
+if TYPE_CHECKING:
+    from .mano_fit import ManoFitter
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +159,11 @@ def capture(
     clock = time.perf_counter()
     tracker = tracker or HandTracker(tracker_config(config))
     timings = {"models": time.perf_counter() - clock}
-    # Every asset the fit reads is checked now, not after the whole video was tracked.
+    # Every asset the fit reads is checked now, not after the whole video was tracked;
+    # torch (a second of start-up) loads beside the tracking.
     assets = fit_assets(config.mano_dir) if config.fit_mano else None
+    if assets is not None:
+        threading.Thread(target=_load_fit_code, name="handmocap-import", daemon=True).start()
     fov = config.fov_deg or DEFAULT_FOV_DEG
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
@@ -194,6 +203,8 @@ def capture(
     if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
         clock = time.perf_counter()
+        from .mano_fit import load_fitter  # waits for _load_fit_code if it is still running
+
         fitter = load_fitter(assets, tracker.backend, config.fit)
         timings["fit_models"] = time.perf_counter() - clock
         hand_model = assets.hand_model.model_id
@@ -233,6 +244,13 @@ def capture(
                       mano_dir=config.mano_dir, on_frame=progress.update)  # fmt: skip
         progress.update(done)  # the stage ends even if some frames were not drawn
     return CaptureResult(take, done, seconds, tracker.detector_runs)
+
+
+def _load_fit_code() -> None:
+    """Import the MANO fit (and with it torch) ahead of need; an error is left for the
+    import where the fit starts to raise."""
+    with contextlib.suppress(Exception):
+        importlib.import_module("handmocap.inference.mano_fit")
 
 
 def tracker_config(config: CaptureConfig) -> TrackerConfig:

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from handmocap.errors import HandmocapError
 from handmocap.models.iknet import KeypointRig, features, fk, rot6d_to_matrix
 from handmocap.retarget.hand_skeleton import WEBXR_FOR_MANO
 from handmocap.retarget.joint_limits import limits_array
@@ -40,40 +39,15 @@ from handmocap.retarget.rotations import MIRROR_X, matrix_to_axis_angle, mirror_
 from handmocap.sides import BOTH, Side
 
 from .backend import Backend, create_session
+from .fit_settings import FitAssets, FitConfig, fit_assets
 
 if TYPE_CHECKING:
     from handmocap.models.hand_model import HandModelFiles
-    from handmocap.models.webxr_asset import WebXRHandFiles
 
+# The IK network runs on at most this many frames per call.
+IK_ROWS = 2048
 # ``fit`` reports its progress at most this often (seconds apart), and always at the end.
 PROGRESS_INTERVAL_S = 0.1
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Refinement settings. Distances in metres, pixels in px; weights are unitless."""
-
-    iterations: int = 120
-    lr: float = 0.05
-    w_3d: float = 0.3
-    w_2d: float = 0.5
-    w_limits: float = 0.5
-    w_shape: float = 0.02
-    w_ik: float = 0.005
-    robust_3d_m: float = 0.01
-    robust_2d: float = 0.3  # of the hand's size in pixels
-    # Frames optimised at once: the optimiser's graph takes ~25 KB a frame, so a longer
-    # track takes its shape from this many frames spread over it, then is fitted window
-    # by window with that shape (memory flat on long videos; docs/architecture.md,
-    # "Speed and threads"). Tracks up to this long are fitted in one piece.
-    window: int = 2048
-
-    def validated(self) -> FitConfig:
-        if self.iterations < 0 or self.lr <= 0:
-            raise HandmocapError("iterations must be >= 0 and lr > 0")
-        if self.window < 16:
-            raise HandmocapError(f"the fit's window must be >= 16 frames, got {self.window}")
-        return self
 
 
 @dataclass(frozen=True)
@@ -127,9 +101,12 @@ class IKRegressor:
         return rots.astype(np.float64), 2.5 * np.tanh(out[:, 96:].astype(np.float64))
 
     def run(self, feats: np.ndarray) -> np.ndarray:
-        """(T, 123) float32 features -> (T, 106): 16 rotations in 6D, then 10 shape logits."""
-        (out,) = self.session.run(None, {"features": feats})
-        return out
+        """(T, 123) float32 features -> (T, 106): 16 rotations in 6D, then 10 shape logits.
+        Run ``IK_ROWS`` rows at a time: ONNX Runtime keeps the largest activations it ever
+        allocated, ~100 MB for one call on a 20,000-frame track."""
+        outs = [self.session.run(None, {"features": feats[i : i + IK_ROWS]})[0]
+                for i in range(0, len(feats), IK_ROWS)]  # fmt: skip
+        return np.concatenate(outs) if outs else np.zeros((0, 106), np.float32)
 
     def estimate(self, world: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
         """(T, 21, 3) keypoints of one ``side`` -> rotations (T, 16, 3, 3), betas (T, 10)."""
@@ -427,32 +404,6 @@ class ManoFitter:
         )
 
 
-@dataclass(frozen=True)
-class FitAssets:
-    """The built files a fit reads: the hand model in MANO's layout (``hand_model``), the
-    WebXR hand whose joint frames the limits are written in (``webxr_hand``) and the IK
-    network (``iknet``, an ONNX file)."""
-
-    hand_model: HandModelFiles
-    webxr_hand: WebXRHandFiles
-    iknet: Path
-
-
-def fit_assets(mano_dir: Path | None) -> FitAssets:
-    """The files for a fit with the open model, or the user's MANO when ``mano_dir``.
-
-    Nothing is built here: as for the tracker's networks, a missing asset raises
-    :class:`~handmocap.errors.AssetError` naming it and the command that builds it
-    (``python3 build.py models``). The user's MANO files are converted (once, cached)."""
-    from handmocap.models.hand_model import built_open_hand_model
-    from handmocap.models.iknet_build import built_iknet
-    from handmocap.models.mano_files import convert_mano_folder
-    from handmocap.models.webxr_asset import built_webxr_hand
-
-    files = convert_mano_folder(mano_dir) if mano_dir else built_open_hand_model()
-    return FitAssets(files, built_webxr_hand(), built_iknet().onnx)
-
-
 def load_fitter(assets: FitAssets, backend: Backend, config: FitConfig | None = None) -> ManoFitter:
     """The fitter over ``assets``, its IK network on ``backend``."""
     from handmocap.models.iknet_build import load_rig
@@ -474,3 +425,7 @@ def build_fitter(
     a missing asset fails fast (:func:`fit_assets`)."""
     assets = fit_assets(mano_dir)
     return load_fitter(assets, backend, config), assets.hand_model
+
+
+__all__ = ["Adam", "FitAssets", "FitConfig", "IKRegressor", "ManoFit", "ManoFitter",
+           "build_fitter", "fit_assets", "load_fitter"]  # fmt: skip

@@ -26,10 +26,10 @@ from handmocap.retarget.hand_skeleton import (
 )
 from handmocap.retarget.joint_limits import angles_to_local_rotations, limits_array, spread_signs
 
+from .iknet_config import N_FEATURES, TrainingConfig
 from .webxr_hand import WebXRHand
 
 PARENTS = np.array(MEDIAPIPE_21_PARENTS)
-N_FEATURES = 21 * 3 + 20 * 3
 N_OUTPUTS = 16 * 6 + 10
 # Rotation applied at each MediaPipe keypoint: its MANO joint, or none (-1) for the tips.
 JOINT_OF_KEYPOINT = np.array([m if m < 16 else -1 for m in MANO21_FOR_MEDIAPIPE])
@@ -120,18 +120,6 @@ class IKNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    steps: int = 2500
-    batch: int = 512
-    lr: float = 2e-3
-    seed: int = 0
-    noise: float = 0.03  # per-joint Gaussian, in units of the wrist -> knuckle distance
-    depth_noise: float = 0.06
-    swap_prob: float = 0.02
-    drop_prob: float = 0.02
 
 
 class PoseSampler:

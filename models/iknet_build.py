@@ -13,6 +13,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,14 +21,17 @@ from handmocap.errors import BUILD_MODELS, AssetError
 from handmocap.sides import Side
 
 from .hand_model import ensure_open_hand_model
-from .iknet import N_FEATURES, KeypointRig, TrainingConfig, train
+from .iknet_config import N_FEATURES, TrainingConfig
 from .open_hand_model import MANO_TIP_VERTEX_IDS
 from .webxr_asset import cache_root, ensure_webxr_hand
 from .webxr_hand import load_webxr_hand
 
+if TYPE_CHECKING:
+    from .iknet import KeypointRig
+
 # What determines the weights (this orchestration file does not).
-_SOURCES = ("models/iknet.py", "models/open_hand_model.py", "retarget/joint_limits.py",
-            "retarget/hand_skeleton.py")  # fmt: skip
+_SOURCES = ("models/iknet.py", "models/iknet_config.py", "models/open_hand_model.py",
+            "retarget/joint_limits.py", "retarget/hand_skeleton.py")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class IKNetFiles:
 
 
 def load_rig(folder: Path, side: Side) -> KeypointRig:
+    from .iknet import KeypointRig
+
     path = folder / f"MANO_{side.upper()}.npz"
     try:
         with np.load(path, allow_pickle=False) as m:
@@ -65,6 +71,8 @@ def built_iknet(cfg: TrainingConfig | None = None) -> IKNetFiles:
 
 def ensure_iknet(cfg: TrainingConfig | None = None, log=print) -> IKNetFiles:
     import torch
+
+    from .iknet import train
 
     cfg = cfg or TrainingConfig()
     try:
