@@ -415,9 +415,27 @@ def observed_rows(track: Track) -> Track:
     return replace(track, **fields)
 
 
+# Per-frame maths over a whole track runs this many frames at a time, so that its
+# temporaries (a few KB a frame) stay small on long videos.
+BLOCK_FRAMES = 4096
+
+
+def _blockwise(fn, *arrays: np.ndarray) -> np.ndarray:
+    """``fn(*arrays)`` of per-frame arrays (T, ...), BLOCK_FRAMES frames at a time."""
+    n = len(arrays[0])
+    if n <= BLOCK_FRAMES:
+        return fn(*arrays)
+    return np.concatenate([fn(*(a[i : i + BLOCK_FRAMES] for a in arrays))
+                           for i in range(0, n, BLOCK_FRAMES)])  # fmt: skip
+
+
 def hand_keypoints(rest: np.ndarray, pose: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """Camera-space keypoints (T, 21, 3) m of the skeleton ``rest`` (21, 3) (wrist at the
     origin) posed by ``pose`` (T, 16, 3) axis-angle, the wrist at ``translation`` (T, 3)."""
+    return _blockwise(lambda p, t: _hand_keypoints(rest, p, t), pose, translation)
+
+
+def _hand_keypoints(rest: np.ndarray, pose: np.ndarray, translation: np.ndarray) -> np.ndarray:
     from handmocap.retarget.hand_skeleton import MEDIAPIPE_21_PARENTS
 
     rots = axis_angle_to_matrix(pose)
@@ -449,7 +467,8 @@ def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
     step = (base.frames - base.frames[0]) // stride  # grid positions, 0-based
     gap_limit = round(config.max_gap_s * fps)
     breaks = np.flatnonzero(np.diff(step) - 1 > gap_limit) + 1
-    quats = make_continuous(matrix_to_quat(axis_angle_to_matrix(base.mano_pose)))
+    quats = make_continuous(_blockwise(lambda p: matrix_to_quat(axis_angle_to_matrix(p)),
+                                       base.mano_pose))  # fmt: skip
     weights = joint_weights(base.confidence) * side_agreement(base)[:, None]
     parts = []
     for rows in np.split(np.arange(len(base)), breaks):
@@ -473,8 +492,8 @@ def _assemble(base: Track, parts: list, stride: int, k: np.ndarray, gap_limit: i
         n = len(sol.quats)
         observed = np.zeros(n, bool)
         observed[index] = True
-        pose = matrix_to_axis_angle(quat_to_matrix(sol.quats))
-        start_pose = matrix_to_axis_angle(quat_to_matrix(sol.start_quats))
+        pose = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)), sol.quats)
+        start_pose = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)), sol.start_quats)
         kp3 = hand_keypoints(base.rest_keypoints, pose, sol.translation)
         frames = base.frames[rows[0]] + stride * np.arange(n)
         proj = kp3 @ k.T
@@ -494,7 +513,7 @@ def _assemble(base: Track, parts: list, stride: int, k: np.ndarray, gap_limit: i
             seg[name][observed] = getattr(base, name)[rows]
         for name, value in seg.items():
             cols.setdefault(name, []).append(value)
-    stacked = {name: np.concatenate(v) for name, v in cols.items()}
+    stacked = {name: v[0] if len(v) == 1 else np.concatenate(v) for name, v in cols.items()}
     stacked["flags"] = stacked["flags"].astype(np.uint8)
     return replace(base, **stacked)
 
