@@ -4,8 +4,8 @@
 tflite files), read the two .tflite files out of it, port them to torch
 (``tflite_reader`` + ``tflite_torch``, our own code), export ONNX with a dynamic batch
 axis, fold the zero ``Pad`` nodes of TensorFlow's asymmetric "SAME" padding into the ``Conv``
-they feed (``onnx_passes.fold_pads_into_convs``; docs/architecture.md, "Speed"), check the
-result against the torch module, and cache everything under
+they feed (``onnx_passes.fold_pads_into_convs``; docs/architecture.md, "Speed and
+threads"), check the result against the torch module, and cache everything under
 ``<cache>/models/mediapipe-<version>-r<PORT_REVISION>-<wheel sha256[:12]>/`` with a manifest.
 """
 

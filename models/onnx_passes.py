@@ -6,7 +6,8 @@ torch port of MediaPipe's networks (``models/tflite_torch.py``) writes ``F.pad``
 convolution and the export carries a ``Pad`` node in front of each such ``Conv``. ONNX Runtime
 runs these as separate nodes (plus a layout reorder around each) although ONNX's ``Conv`` takes
 asymmetric ``pads`` itself; moving the amounts into the ``Conv`` gives the same numbers for
-about a tenth less time in the landmark network on CPU (docs/architecture.md, "Speed").
+about a tenth less time in the landmark network on CPU (docs/architecture.md, "Speed and
+threads").
 """
 
 from __future__ import annotations
