@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, help="the take file (.npz) to write"
     )
     cap.add_argument("--overlay", type=Path, help="also write a video with the skeletons drawn")
+    cap.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads the capture may use, 1..256 (default 0: every core it may run on); "
+        "lower it to run several captures side by side",
+    )  # fmt: skip
     _add_capture_options(cap)
     _add_progress(cap)
     _add_batch(sub)
@@ -291,7 +296,7 @@ def _capture_config(args: argparse.Namespace) -> CaptureConfig:
     deocclusion = DeocclusionConfig(enabled=args.deocclusion)
     return CaptureConfig(
         tracker=TrackerConfig(device=args.device, max_hands=args.max_hands,
-                              deocclusion=deocclusion),
+                              deocclusion=deocclusion, threads=getattr(args, "threads", 0)),
         hands=None if args.hands == "both" else Side(args.hands),
         frames=FrameRange(args.start, args.end, args.stride),
         fov_deg=args.fov, fps=args.fps, fit_mano=not args.skip_mano, mano_dir=args.mano_dir,

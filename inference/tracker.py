@@ -51,7 +51,7 @@ class TrackerConfig:
     min_presence: float = 0.5
     redetect_every: int = 10
     hunt_frames: int = 30
-    threads: int = 0
+    threads: int = 0  # 0 = every usable core (inference/threads.py)
     # A palm crop whose centre lies within this share of a tracked crop's side is that
     # hand again. The back hand at a crossing was measured 0.48 of a side away (81 px,
     # crops of 168 px), so the former bar of 0.5 threw it away (docs/architecture.md,
@@ -71,6 +71,10 @@ class TrackerConfig:
             raise HandmocapError(f"--max-hands must be 1..4, got {self.max_hands}")
         if self.redetect_every < 1:
             raise HandmocapError("redetect_every must be >= 1")
+        if not 0 <= self.threads <= 256:
+            raise HandmocapError(
+                f"--threads must be 0 (every usable core) to 256, got {self.threads}"
+            )
         return self
 
 

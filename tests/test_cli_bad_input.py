@@ -270,6 +270,8 @@ def test_an_output_in_or_of_the_frame_folder_is_refused(capsys, tmp_path, make_a
         (["--fov=-inf"], "--fov must be 10..170 degrees, got -inf"),
         (["--max-hands", "0"], "--max-hands must be 1..4, got 0"),
         (["--max-hands", "5"], "--max-hands must be 1..4, got 5"),
+        (["--threads", "-1"], "--threads must be 0 (every usable core) to 256, got -1"),
+        (["--threads", "257"], "--threads must be 0 (every usable core) to 256, got 257"),
         (["--stride", "0"], "bad frame range: --stride must be 1 or more, got 0"),
         (["--start", "-1"], "bad frame range: --start must be 0 or more, got -1"),
         (

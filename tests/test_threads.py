@@ -144,3 +144,18 @@ def test_a_capture_is_the_same_on_one_thread_and_side_by_side(preset: str, fit_m
         if fit_mano:
             np.testing.assert_allclose(a.mano_pose, b.mano_pose, atol=1e-4)
     assert one.header.engine.timings["landmarks"] > 0
+
+
+def test_capture_threads_flag_reaches_the_networks(tmp_path):
+    """``handmocap capture --threads 1`` builds one-thread networks with no side pool."""
+    from handmocap.inference.capture import tracker_config
+    from handmocap.inference.cli import _capture_config, _parser
+    from handmocap.inference.tracker import build_models
+
+    args = _parser().parse_args(["capture", "clip.mp4", "-o", str(tmp_path / "t.npz"),
+                                      "--threads", "1", "--device", "cpu"])  # fmt: skip
+    config = tracker_config(_capture_config(args))
+    assert config.threads == 1
+    palm, landmarker = build_models(config)
+    assert landmarker.network.threads == palm.network.threads == 1
+    assert landmarker.network.pool is None
