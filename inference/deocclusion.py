@@ -67,8 +67,9 @@ class DeocclusionConfig:
     clips a cleaned crop never won below 0.33, and trying costs two landmark runs);
     ``background_every`` is how often (frames) the running
     background takes in the pixels that no hand covers; ``trust`` is how far (palm
-    lengths) each involved hand's last prediction may have missed for the stage to run at
-    all (:meth:`HandMotion.trusted`): it paints by the expected places.
+    lengths) the other hands' last predictions may have missed for the stage to clean a
+    hand's crop at all (:meth:`HandMotion.trusted`): it paints them by their expected
+    places.
     """
 
     enabled: bool = True

@@ -283,10 +283,14 @@ class HandTracker:
 
         jobs = []
         for i, others in overlaps.items():
-            # The stage leans on where each hand should be: after a large miss (a hand
-            # that just set off, or came back) that place is a guess, and on the tutting
-            # clip cleaning by it handed one hand's crop to the other.
-            trusted = all(self._motion[j].trusted(cfg.trust) for j in (i, *others))
+            # The stage paints the other hands by where they should be: after a large
+            # miss (a hand that just set off, or came back) that place is a guess, and on
+            # the tutting clip cleaning by it handed one hand's crop to the other. This
+            # hand's own miss does not count: while the hands touch its filter leans on
+            # its prediction and lags an accelerating hand, and at the fourth of ten
+            # crossings that kept the stage off exactly when the crop slid onto the back
+            # hand (docs/architecture.md, "Two interacting hands").
+            trusted = all(self._motion[j].trusted(cfg.trust) for j in others)
             if others and trusted and score(i, hands[i]) > cfg.gate:
                 others_xy = [expected[j] for j in others]
                 cleaned = de.clean_crop(
