@@ -72,40 +72,54 @@ class CaptureConfig:
 
 
 class _TrackBuilder:
-    """Accumulates one track as compact float32 rows (the take's own data, ~0.5 KB a frame);
-    no frames and no per-frame objects are kept, so memory stays flat on long videos."""
+    """Accumulates one track in growing float32 arrays (the take's own data, ~0.5 KB a
+    frame): no frames and no per-frame objects are kept, so memory stays flat on long
+    videos."""
 
     def __init__(self, track_id: int):
         self.track_id = track_id
-        self.frames: list[int] = []
-        self.xyz: list[np.ndarray] = []
-        self.world: list[np.ndarray] = []
-        self.scalars: list[tuple[float, float, int]] = []  # presence, right_prob, flag
+        self._n = 0
+        self._frames = np.empty(256, np.int64)
+        self._xyz = np.empty((256, 21, 3), np.float32)
+        self._world = np.empty((256, 21, 3), np.float32)
+        self._scalars = np.empty((256, 3), np.float32)  # presence, right_prob, flag
 
     def add(self, frame: int, obs: Observation) -> None:
-        self.frames.append(frame)
-        self.xyz.append(obs.hand.image_xyz.astype(np.float32))
-        self.world.append(obs.hand.world_xyz.astype(np.float32))
-        self.scalars.append((obs.hand.presence, obs.hand.right_prob, int(obs.flag)))
+        if self._n == len(self._frames):
+            self._grow()
+        n = self._n
+        self._frames[n] = frame
+        self._xyz[n] = obs.hand.image_xyz
+        self._world[n] = obs.hand.world_xyz
+        self._scalars[n] = (obs.hand.presence, obs.hand.right_prob, int(obs.flag))
+        self._n += 1
+
+    def _grow(self) -> None:
+        for name in ("_frames", "_xyz", "_world", "_scalars"):
+            old = getattr(self, name)
+            new = np.empty((2 * len(old), *old.shape[1:]), old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self._n
 
     def build(self, width: int, height: int) -> Track:
-        xyz = np.stack(self.xyz)
-        presence, right, flags = (np.array(c) for c in zip(*self.scalars, strict=True))
+        n = self._n
+        xyz = self._xyz[:n].copy()
+        presence, right, flags = self._scalars[:n].T.copy()
         inside = (
             (xyz[..., 0] >= 0) & (xyz[..., 0] < width) & (xyz[..., 1] >= 0) & (xyz[..., 1] < height)
         )
         return Track(
             track_id=self.track_id,
             handedness=Side.RIGHT if float(np.mean(right)) > 0.5 else Side.LEFT,  # see decide_sides
-            frames=np.array(self.frames, np.int64),
+            frames=self._frames[:n].copy(),
             keypoints_2d=xyz[..., :2],
             keypoints_rel_depth=xyz[..., 2],
-            world_landmarks=np.stack(self.world),
+            world_landmarks=self._world[:n].copy(),
             confidence=presence[:, None] * np.where(inside, 1.0, OUTSIDE_IMAGE_CONFIDENCE),
-            right_prob=right.astype(np.float32),
+            right_prob=right,
             flags=flags.astype(np.uint8),
         )
 
@@ -189,6 +203,7 @@ def capture(
     clock = time.perf_counter()
     fps = info.fps / config.frames.stride
     tracks = tuple(b.build(info.width, info.height) for b in builders.values())
+    builders.clear()
     tracks = decide_sides(drop_phantoms(tracks, fps))
     # One person's two hands: a hand back after any gap is the one that left.
     one_person = tracker.config.max_hands <= 2

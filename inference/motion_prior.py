@@ -496,10 +496,14 @@ def _assemble(base: Track, parts: list, stride: int, k: np.ndarray, gap_limit: i
         start_pose = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)), sol.start_quats)
         kp3 = hand_keypoints(base.rest_keypoints, pose, sol.translation)
         frames = base.frames[rows[0]] + stride * np.arange(n)
+        # The observation columns in float32, as the tracker wrote them and the file keeps
+        # them (half the memory of float64 on long videos).
         proj = kp3 @ k.T
-        uv = proj[..., :2] / np.maximum(proj[..., 2:3], 1e-6)
-        rel_depth = (kp3[..., 2] - kp3[:, :1, 2]) * k[0, 0] / np.maximum(kp3[:, :1, 2], 1e-6)
-        world = kp3 - kp3.mean(axis=1, keepdims=True)
+        uv = (proj[..., :2] / np.maximum(proj[..., 2:3], 1e-6)).astype(np.float32)
+        rel_depth = ((kp3[..., 2] - kp3[:, :1, 2]) * k[0, 0]
+                     / np.maximum(kp3[:, :1, 2], 1e-6)).astype(np.float32)  # fmt: skip
+        world = (kp3 - kp3.mean(axis=1, keepdims=True)).astype(np.float32)
+        del proj
         conf = _infill_confidence(index, base.confidence[rows], n, gap_limit)
         seg = {
             "frames": frames, "keypoints_2d": uv, "keypoints_rel_depth": rel_depth,
