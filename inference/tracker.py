@@ -188,11 +188,7 @@ class HandTracker:
             # palms it finds are estimated after (docs/architecture.md, "Speed and threads").
             pool = self.landmarker.network.pool if rois else None
             palms = beside(pool, lambda: self._detect(image_rgb, alone=pool is None))
-        started = time.perf_counter()
-        known = list(rois)
-        estimates = self.landmarker.estimate(image_rgb, list(rois.values()), alone=palms is None)
-        hands = dict(zip(known, estimates, strict=True))
-        self.seconds["landmarks"] += time.perf_counter() - started
+        hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None)
         if palms is not None:
             for palm in palms.result():
                 roi = palm.roi()
@@ -203,11 +199,7 @@ class HandTracker:
                 rois[self._next_id] = roi
                 flags[self._next_id] = FrameFlag.DETECTED
                 self._next_id += 1
-            started = time.perf_counter()
-            new = [i for i in rois if i not in hands]
-            found = self.landmarker.estimate(image_rgb, [rois[i] for i in new])
-            hands |= dict(zip(new, found, strict=True))
-            self.seconds["landmarks"] += time.perf_counter() - started
+            hands |= self._landmarks(image_rgb, rois, [i for i in rois if i not in hands])
         overlaps = self._overlaps(rois)
         self._overlapping = {i for i, others in overlaps.items() if others}
         if cfg.deocclusion.enabled and self._overlapping:
@@ -235,6 +227,14 @@ class HandTracker:
         if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _landmarks(self, image_rgb: np.ndarray, rois: dict[int, Roi], ids: list[int],
+                   alone: bool = True) -> dict[int, lm.HandLandmarks]:  # fmt: skip
+        """The landmarks in the crops ``rois[i]`` of ``ids``, by id (timed)."""
+        started = time.perf_counter()
+        estimates = self.landmarker.estimate(image_rgb, [rois[i] for i in ids], alone=alone)
+        self.seconds["landmarks"] += time.perf_counter() - started
+        return dict(zip(ids, estimates, strict=True))
 
     def _detect(self, image_rgb: np.ndarray, alone: bool) -> list[pd.Palm]:
         started = time.perf_counter()
