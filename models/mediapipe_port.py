@@ -4,8 +4,10 @@
 tflite files), read the two .tflite files out of it, port them to torch
 (``tflite_reader`` + ``tflite_torch``, our own code), export ONNX with a dynamic batch
 axis, fold the zero ``Pad`` nodes of TensorFlow's asymmetric "SAME" padding into the ``Conv``
-they feed (``onnx_passes.fold_pads_into_convs``; docs/architecture.md, "Speed and
-threads"), check the result against the torch module, and cache everything under
+they feed (``onnx_passes.fold_pads_into_convs``) and write the palm detector's per-channel
+``PRelu`` as two depthwise convolutions (``onnx_passes.prelu_as_depthwise_convs``; both in
+docs/architecture.md, "Speed and threads"), check the result against the torch module, and
+cache everything under
 ``<cache>/models/mediapipe-<version>-r<PORT_REVISION>-<wheel sha256[:12]>/`` with a manifest.
 """
 
@@ -29,8 +31,9 @@ from .webxr_asset import cache_root, sha256_of
 MEDIAPIPE_VERSION = "0.10.20"
 OPSET = 17
 # Bumped whenever the port writes different ONNX from the same wheel, so that a cache built by
-# an older port is rebuilt rather than reused. 2: Pads folded into Convs.
-PORT_REVISION = 2
+# an older port is rebuilt rather than reused. 2: Pads folded into Convs. 3: per-channel PRelus
+# written as depthwise Convs.
+PORT_REVISION = 3
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
     import onnxruntime as ort
     import torch
 
-    from .onnx_passes import fold_pads_into_convs
+    from .onnx_passes import fold_pads_into_convs, prelu_as_depthwise_convs
     from .tflite_reader import read_tflite
     from .tflite_torch import TfliteModule
 
@@ -158,9 +161,10 @@ def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
             dynamo=False,
         )  # fmt: skip
     folded, pads_folded = fold_pads_into_convs(onnx.load(str(part)))
+    folded, prelus_rewritten = prelu_as_depthwise_convs(folded)
     onnx.save(folded, str(part))
-    # The export, Pads folded, must compute what the module computes, at a batch size it was
-    # not traced with.
+    # The export, Pads folded and PRelus rewritten, must compute what the module computes, at a
+    # batch size it was not traced with.
     x = (
         np.random.default_rng(1)
         .uniform(size=(3, net.input_size, net.input_size, 3))
@@ -186,6 +190,7 @@ def _port(net: NetSpec, tflite_bytes: bytes, onnx_path: Path) -> dict:
         "outputs": list(net.outputs),
         "export_vs_torch_rel_diff": worst,
         "pads_folded": pads_folded,
+        "prelus_rewritten": prelus_rewritten,
     }
 
 

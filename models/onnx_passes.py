@@ -1,6 +1,8 @@
 """Rewrites of exported ONNX graphs that ONNX Runtime does not do itself.
 
-One pass for now: :func:`fold_pads_into_convs`. TensorFlow's "SAME" padding at stride 2 pads
+Two passes, both for speed on the CPU, measured in docs/architecture.md ("Speed and threads").
+
+:func:`fold_pads_into_convs`: TensorFlow's "SAME" padding at stride 2 pads
 more at the bottom/right than at the top/left, which a torch ``conv2d`` cannot express, so the
 torch port of MediaPipe's networks (``models/tflite_torch.py``) writes ``F.pad`` before the
 convolution and the export carries a ``Pad`` node in front of each such ``Conv``. ONNX Runtime
@@ -8,6 +10,11 @@ runs these as separate nodes (plus a layout reorder around each) although ONNX's
 asymmetric ``pads`` itself; moving the amounts into the ``Conv`` gives the same numbers for
 about a tenth less time in the landmark network on CPU (docs/architecture.md, "Speed and
 threads").
+
+:func:`prelu_as_depthwise_convs`: the palm detector follows nearly every convolution with a
+per-channel ``PRelu``. ONNX Runtime runs ``PRelu`` as a generic broadcasting kernel outside its
+blocked (NCHWc) convolution layout, with a layout reorder on each side, so the 31 PRelus cost as
+much as the 63 convolutions. Written as two 1x1 depthwise convolutions they stay in that layout.
 """
 
 from __future__ import annotations
@@ -90,6 +97,89 @@ def fold_pads_into_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if folded:
         _drop_unread(graph, {name for pad in folded for name in (*pad.input[1:], pad.output[0])})
     return out, len(folded)
+
+
+def prelu_as_depthwise_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Rewrite per-channel ``PRelu(x, s)`` as ``s*x + (1-s)*Relu(x)`` with 1x1 depthwise convs.
+
+    For x > 0 that is ``s*x + (1-s)*x = x``; for x <= 0 it is ``s*x``: PRelu. The two products
+    are depthwise ``Conv`` nodes (``group`` = channels, 1x1 kernels holding ``s`` and ``1 - s``),
+    added by an ``Add``. The result equals ``PRelu`` up to float32 rounding (one rounding of
+    ``1 - s`` and of the sum: relative 1e-7 of the values).
+
+    A ``PRelu`` is rewritten only when its slope is a constant initializer (not also a graph
+    input a caller could feed) of shape ``[C, 1, 1]`` or ``[1, C, 1, 1]``: one slope per channel
+    of an NCHW tensor, the shape torch's exporter writes for ``nn.PReLU(C)``. Other slopes (a
+    scalar, a slope per pixel, a computed one) are left as they are.
+
+    Args:
+        model: the model; not modified.
+
+    Returns:
+        (the rewritten copy, how many ``PRelu`` nodes were rewritten).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    overridable = {i.name for i in graph.input}
+    inits = {t.name: t for t in graph.initializer if t.name not in overridable}
+    taken = {name for node in graph.node for name in (*node.input, *node.output)} | set(inits)
+    nodes: list[onnx.NodeProto] = []
+    slopes_used: set[str] = set()
+    count = 0
+    for node in graph.node:
+        slope = _channel_slope(node, inits)
+        if slope is None:
+            nodes.append(node)
+            continue
+        count += 1
+        x, y = node.input[0], node.output[0]
+        stem = _fresh(taken, f"{node.name or y}_prelu")
+        channels = slope.size
+        w_linear, w_relu = f"{stem}_slope", f"{stem}_one_minus_slope"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(slope.reshape(channels, 1, 1, 1), w_linear),
+                numpy_helper.from_array((1 - slope).reshape(channels, 1, 1, 1), w_relu),
+            ]
+        )
+        dw = {"group": channels, "kernel_shape": [1, 1]}
+        nodes += [
+            helper.make_node("Conv", [x, w_linear], [f"{stem}_linear"], **dw),
+            helper.make_node("Relu", [x], [f"{stem}_relu"]),
+            helper.make_node("Conv", [f"{stem}_relu", w_relu], [f"{stem}_relu_part"], **dw),
+            helper.make_node("Add", [f"{stem}_linear", f"{stem}_relu_part"], [y], name=node.name),
+        ]
+        slopes_used.add(node.input[1])
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _drop_unread(graph, slopes_used)
+    return out, count
+
+
+def _channel_slope(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray | None:
+    """The float32 per-channel slopes (C,) of a PRelu this pass may rewrite, else None."""
+    if node.op_type != "PRelu" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+        return None
+    init = inits.get(node.input[1])
+    if init is None:
+        return None
+    slope = numpy_helper.to_array(init)
+    if slope.dtype != np.float32 or slope.ndim not in (3, 4) or slope.size < 1:
+        return None
+    if slope.shape[-2:] != (1, 1) or (slope.ndim == 4 and slope.shape[0] != 1):
+        return None
+    return slope.reshape(-1).copy()
+
+
+def _fresh(taken: set[str], base: str) -> str:
+    name, k = base, 0
+    while name in taken or any(n.startswith(name + "_") for n in taken):
+        k += 1
+        name = f"{base}{k}"
+    taken.add(name)
+    return name
 
 
 def _spatial_zero_pads(graph: onnx.GraphProto, pad: onnx.NodeProto, opset: int):

@@ -1,6 +1,6 @@
-"""models/onnx_passes.py: zero Pads folded into the Conv they feed, on tiny graphs run through
-ONNX Runtime before and after; the Pads the pass must not touch; the built landmark model; the
-port revision that makes caches built before the pass rebuild."""
+"""models/onnx_passes.py: zero Pads folded into the Conv they feed, and per-channel PRelus
+written as depthwise Convs, on tiny graphs run through ONNX Runtime before and after; what the
+passes must not touch; the built models; the port revision that makes older caches rebuild."""
 
 import hashlib
 import json
@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from handmocap.errors import AssetError
 from handmocap.models import mediapipe_port
-from handmocap.models.onnx_passes import fold_pads_into_convs
+from handmocap.models.onnx_passes import fold_pads_into_convs, prelu_as_depthwise_convs
 
 C, HW = 4, 9  # channels and spatial size of the test input
 RNG = np.random.default_rng(7)
@@ -250,3 +250,78 @@ def test_built_hand_landmark_model_has_no_pad_left():
     assert models.folder.name.startswith(
         f"mediapipe-{mediapipe_port.MEDIAPIPE_VERSION}-r{mediapipe_port.PORT_REVISION}-"
     )
+
+
+# Slopes of both signs, zero and one: PRelu is identity at 1 and Relu at 0.
+SLOPES = np.array([0.25, -0.5, 0.0, 1.0], dtype=np.float32)
+
+
+@pytest.mark.parametrize("shape", [(C, 1, 1), (1, C, 1, 1)])
+def test_per_channel_prelu_becomes_depthwise_convs_with_the_same_outputs(shape):
+    # Two PRelus in a row, the second reading the first: names must not collide.
+    nodes = [
+        helper.make_node("PRelu", ["x", "s"], ["h"], name="first"),
+        helper.make_node("PRelu", ["h", "s"], ["y"], name="second"),
+    ]
+    model = _model(nodes, [numpy_helper.from_array(SLOPES.reshape(shape), "s")])
+    before = model.SerializeToString()
+
+    rewritten, n = prelu_as_depthwise_convs(model)
+
+    assert n == 2
+    assert model.SerializeToString() == before, "the pass must not change its argument"
+    assert "PRelu" not in _ops(rewritten)
+    assert "s" not in {t.name for t in rewritten.graph.initializer}, "the unread slope must go"
+    convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 4
+    assert all(helper.get_attribute_value(a) == C for c in convs for a in c.attribute
+               if a.name == "group")  # fmt: skip
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.random.default_rng(3).normal(size=(2, C, HW, HW)).astype(np.float32)
+    # The reference, in numpy: x where positive, slope * x elsewhere, per channel, twice.
+    s = SLOPES.reshape(1, C, 1, 1)
+    h = np.where(x > 0, x, s * x)
+    want = np.where(h > 0, h, s * h)
+    (got,) = _run(rewritten)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_run(model)[0], want, rtol=1e-6, atol=1e-6)
+
+
+def _prelu_model(slope: np.ndarray, slope_is_input: bool = False) -> onnx.ModelProto:
+    model = _model(
+        [helper.make_node("PRelu", ["x", "s"], ["y"])],
+        [numpy_helper.from_array(slope, "s")],
+    )
+    if slope_is_input:
+        model.graph.input.append(
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, list(slope.shape))
+        )
+    return model
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(_prelu_model(np.array([0.25], np.float32)), id="one slope for all"),
+        pytest.param(_prelu_model(np.full((HW,), 0.25, np.float32)), id="slope per column"),
+        pytest.param(_prelu_model(np.full((C, HW, HW), 0.25, np.float32)), id="slope per pixel"),
+        pytest.param(
+            _prelu_model(SLOPES.reshape(C, 1, 1), slope_is_input=True),
+            id="slope a caller may feed",
+        ),
+    ],
+)
+def test_other_prelus_are_left_alone(case):
+    rewritten, n = prelu_as_depthwise_convs(case)
+    assert n == 0
+    assert rewritten.SerializeToString() == case.SerializeToString()
+
+
+def test_built_palm_detector_has_no_prelu_left():
+    try:
+        models = mediapipe_port.built_mediapipe_models()
+    except AssetError as err:
+        pytest.skip(f"the MediaPipe models are not built: {err}")
+    model = onnx.load(str(models.palm_detection))
+    assert "PRelu" not in _ops(model)
+    assert models.manifest["files"]["palm_detection"]["prelus_rewritten"] >= 1
