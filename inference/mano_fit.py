@@ -52,7 +52,8 @@ PROGRESS_INTERVAL_S = 0.1
 
 @dataclass(frozen=True)
 class ManoFit:
-    """One track's MANO parameters. T frames.
+    """One track's MANO parameters. T frames. The per-frame arrays are float32 (as a take
+    stores them), ``betas`` and ``rest_keypoints`` float64.
 
     Attributes:
         pose: (T, 16, 3) axis-angle, radians: [0] global orientation in camera space,
@@ -94,11 +95,11 @@ class IKRegressor:
 
     @staticmethod
     def postprocess(out: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """(T, 106) -> rotations (T, 16, 3, 3) of the actual hand and betas (T, 10)."""
+        """(T, 106) -> rotations (T, 16, 3, 3) float32 of the actual hand and betas (T, 10)."""
         rots = rot6d_to_matrix(torch.as_tensor(out[:, :96]).reshape(-1, 16, 6)).numpy()
         if side == Side.LEFT:
             rots = mirror_rotations(rots)
-        return rots.astype(np.float64), 2.5 * np.tanh(out[:, 96:].astype(np.float64))
+        return rots.astype(np.float32), 2.5 * np.tanh(out[:, 96:].astype(np.float64))
 
     def run(self, feats: np.ndarray) -> np.ndarray:
         """(T, 123) float32 features -> (T, 106): 16 rotations in 6D, then 10 shape logits.
@@ -306,16 +307,24 @@ class ManoFitter:
 
         spread = np.linspace(0, t - 1, window).round().astype(int)
         shape = self._refine(*inputs, spread, None, part(0)).betas
-        fits = [self._refine(*inputs, np.arange(a, min(a + window, t)), shape, part(k + 1))
-                for k, a in enumerate(starts)]  # fmt: skip
-        return ManoFit(
-            pose=np.concatenate([f.pose for f in fits]),
-            betas=shape,
-            translation=np.concatenate([f.translation for f in fits]),
-            keypoints_3d=np.concatenate([f.keypoints_3d for f in fits]),
-            ik_keypoints_3d=np.concatenate([f.ik_keypoints_3d for f in fits]),
-            rest_keypoints=fits[0].rest_keypoints,
-        )
+        # Each window's result goes straight into the track's arrays (no list of windows to
+        # concatenate: on long videos that was a second copy of every output).
+        out: ManoFit | None = None
+        for k, a in enumerate(starts):
+            rows = slice(a, min(a + window, t))
+            fit = self._refine(*inputs, np.arange(t)[rows], shape, part(k + 1))
+            if out is None:
+                out = ManoFit(
+                    pose=np.empty((t, *fit.pose.shape[1:]), fit.pose.dtype),
+                    betas=shape,
+                    translation=np.empty((t, 3), fit.translation.dtype),
+                    keypoints_3d=np.empty((t, 21, 3), fit.keypoints_3d.dtype),
+                    ik_keypoints_3d=np.empty((t, 21, 3), fit.ik_keypoints_3d.dtype),
+                    rest_keypoints=fit.rest_keypoints,
+                )
+            for name in ("pose", "translation", "keypoints_3d", "ik_keypoints_3d"):
+                getattr(out, name)[rows] = getattr(fit, name)
+        return out
 
     def _refine(self, side: str, uv: np.ndarray, world: np.ndarray, confidence: np.ndarray,
                 intrinsics: np.ndarray, rots0: np.ndarray, beta0: np.ndarray, rows: np.ndarray,
@@ -387,9 +396,10 @@ class ManoFitter:
                     on_progress((step + 1) / cfg.iterations)
         with torch.no_grad():
             r, cam = camera_keypoints()
-        rots = r.numpy().astype(np.float64)
-        pose = matrix_to_axis_angle(rots)
-        transl_np = transl.detach().numpy().astype(np.float64)
+        # Per-frame outputs in float32, as the take stores them (half the memory on long
+        # videos); the per-track shape and rest skeleton in float64.
+        pose = matrix_to_axis_angle(r.numpy().astype(np.float64)).astype(np.float32)
+        transl_np = transl.detach().numpy().copy()
         betas_np = betas.detach().numpy().astype(np.float64)
         rest = rig.rest + np.einsum("kcb,b->kc", rig.shape, betas_np)
         if on_progress is not None:
@@ -398,8 +408,8 @@ class ManoFitter:
             pose=pose,
             betas=betas_np,
             translation=transl_np,
-            keypoints_3d=cam.numpy().astype(np.float64),
-            ik_keypoints_3d=rel0 + transl_np[:, None],
+            keypoints_3d=cam.numpy().copy(),
+            ik_keypoints_3d=(rel0 + transl_np[:, None]).astype(np.float32),
             rest_keypoints=rest - rest[0],
         )
 

@@ -36,6 +36,7 @@ can guess (the ``prior`` benchmark measures infill error against run length).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -57,6 +58,7 @@ from handmocap.retarget.rotations import (
 )
 from handmocap.sides import Side
 from handmocap.take import OBSERVATION_FIELDS, FrameFlag, Take, Track
+from handmocap.take.format import stored_dtype
 
 MAX_SMOOTHING = 4.0
 """The knob's upper end: a 0.75 Hz cut-off, for slow, deliberate motion only; beyond it
@@ -329,15 +331,17 @@ def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
 
 def solve_windowed(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
                    weights: np.ndarray, n: int, fps: float, config: PriorConfig,
-                   limits: tuple[JointLimits, Side] | None = None) -> SegmentSolution:  # fmt: skip
+                   limits: tuple[JointLimits, Side] | None = None,
+                   ) -> Iterator[tuple[int, SegmentSolution]]:  # fmt: skip
     """:func:`solve_segment` (same arguments) in windows of ``config.window_s`` that each
     see ``config.overlap_s`` more on both sides, keeping each window's middle; one piece
-    when the segment is that short."""
+    when the segment is that short. Yields (first grid frame, the solution from there on)
+    in order, so that a caller can store each piece before the next is solved."""
     window = max(1, round(config.window_s * fps))
     overlap = round(config.overlap_s * fps)
     if n <= window + 2 * overlap:
-        return solve_segment(index, quats, translation, weights, n, fps, config, limits)
-    pieces = []
+        yield 0, solve_segment(index, quats, translation, weights, n, fps, config, limits)
+        return
     for a in range(0, n, window):
         b = min(a + window, n)
         # Widen to observed frames, so that every window starts and ends on one.
@@ -347,9 +351,8 @@ def solve_windowed(index: np.ndarray, quats: np.ndarray, translation: np.ndarray
         sol = solve_segment(index[sel] - lo, quats[sel], translation[sel], weights[sel], hi - lo,
                             fps, config, limits)  # fmt: skip
         keep = slice(a - lo, b - lo)
-        pieces.append([sol.quats[keep], sol.translation[keep], sol.start_quats[keep],
-                       sol.start_translation[keep]])  # fmt: skip
-    return SegmentSolution(*(np.concatenate(part) for part in zip(*pieces, strict=True)))
+        yield a, SegmentSolution(sol.quats[keep], sol.translation[keep], sol.start_quats[keep],
+                                 sol.start_translation[keep])  # fmt: skip
 
 
 # --- a whole track -----------------------------------------------------------------------------
@@ -401,17 +404,22 @@ def check_track(track: Track) -> None:
         )
 
 
-def observed_rows(track: Track) -> Track:
+def observed_rows(track: Track, keypoints: bool = True) -> Track:
     """The track as the per-frame fit left it: infilled rows dropped, the MANO fields
-    back to ``frame_pose`` / ``frame_translation`` (when the take has them)."""
+    back to ``frame_pose`` / ``frame_translation`` (when the take has them). With
+    ``keypoints`` off, ``keypoints_3d`` is left as it was (for a caller that recomputes it)."""
     keep = (track.flags & FrameFlag.INFILLED) == 0
+    rows = slice(None) if keep.all() else keep  # every row observed: no copies
     pose = track.frame_pose if track.frame_pose is not None else track.mano_pose
     transl = track.frame_translation if track.frame_translation is not None else track.translation
-    fields = {name: getattr(track, name)[keep] for name in OBSERVATION_FIELDS}
+    fields = {name: getattr(track, name)[rows] for name in OBSERVATION_FIELDS}
     if pose is not None:
-        kp3 = hand_keypoints(track.rest_keypoints, pose[keep], transl[keep])
-        fields.update(mano_pose=pose[keep], translation=transl[keep], keypoints_3d=kp3,
-                      frame_pose=pose[keep], frame_translation=transl[keep])  # fmt: skip
+        fields.update(mano_pose=pose[rows], translation=transl[rows], frame_pose=pose[rows],
+                      frame_translation=transl[rows])  # fmt: skip
+        if keypoints:
+            fields["keypoints_3d"] = hand_keypoints(track.rest_keypoints, pose[rows], transl[rows])
+        elif track.keypoints_3d is not None:
+            fields["keypoints_3d"] = track.keypoints_3d[rows]
     return replace(track, **fields)
 
 
@@ -459,67 +467,97 @@ def smooth_track(track: Track, fps: float, stride: int, intrinsics: np.ndarray,
     """``track`` (MANO fitted; infilled rows of an earlier pass are re-solved) through the
     prior: (the smoothed track, frames infilled, segments). Frames are video indices
     ``stride`` apart; ``fps`` is the rate of the track's frames; ``limits`` bound the
-    finger joints (None: unbounded)."""
+    finger joints (None: unbounded).
+
+    The output's rows are written segment by segment into columns of the file's dtypes
+    (float32), so a long track holds one segment's solution at a time besides its input
+    and output (docs/architecture.md, "Speed and threads")."""
     check_track(track)
-    base = observed_rows(track)
     if not config.enabled:
-        return base, 0, 1
+        return observed_rows(track), 0, 1
+    base = observed_rows(track, keypoints=False)
     step = (base.frames - base.frames[0]) // stride  # grid positions, 0-based
     gap_limit = round(config.max_gap_s * fps)
     breaks = np.flatnonzero(np.diff(step) - 1 > gap_limit) + 1
-    quats = make_continuous(_blockwise(lambda p: matrix_to_quat(axis_angle_to_matrix(p)),
-                                       base.mano_pose))  # fmt: skip
+    segments = np.split(np.arange(len(base)), breaks)
+    lengths = [int(step[rows[-1]] - step[rows[0]]) + 1 for rows in segments]
+    out = _Columns(base, sum(lengths))
+    # float32 like the pose they come from; each window's solve works in float64.
+    quats = make_continuous(
+        _blockwise(
+            lambda p: matrix_to_quat(axis_angle_to_matrix(p)).astype(np.float32), base.mano_pose
+        )
+    )
     weights = joint_weights(base.confidence) * side_agreement(base)[:, None]
-    parts = []
-    for rows in np.split(np.arange(len(base)), breaks):
+    bound = None if limits is None else (limits, base.handedness)
+    at = 0
+    for rows, n in zip(segments, lengths, strict=True):
         index = step[rows] - step[rows[0]]
-        bound = None if limits is None else (limits, base.handedness)
-        sol = solve_windowed(index, quats[rows], base.translation[rows], weights[rows],
-                             int(index[-1]) + 1, fps, config, bound)  # fmt: skip
-        parts.append((rows, index, sol))
-    out = _assemble(base, parts, stride, intrinsics, gap_limit)
-    return out, len(out) - len(base), len(parts)
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a segment is consecutive rows: views
+        pieces = solve_windowed(index, quats[rows], base.translation[rows], weights[rows], n,
+                                fps, config, bound)  # fmt: skip
+        for first, piece in pieces:
+            out.fill_model(at + first, piece, intrinsics)
+        out.fill_observations(at, rows, index, n, stride, gap_limit)
+        at += n
+    del quats, weights
+    return out.track(), at - len(base), len(segments)
 
 
-def _assemble(base: Track, parts: list, stride: int, k: np.ndarray, gap_limit: int) -> Track:
-    """The output track: every grid frame of every segment, observed rows keeping their
-    observations, infilled rows carrying the model's projection and a guessed confidence."""
-    from handmocap.retarget.rotations import matrix_to_axis_angle
+class _Columns:
+    """The prior's output track, ``n`` grid rows, filled one segment at a time."""
 
-    cols: dict[str, list[np.ndarray]] = {}
-    right = float(np.mean(base.right_prob))
-    for rows, index, sol in parts:
-        n = len(sol.quats)
-        observed = np.zeros(n, bool)
-        observed[index] = True
-        pose = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)), sol.quats)
-        start_pose = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)), sol.start_quats)
-        kp3 = hand_keypoints(base.rest_keypoints, pose, sol.translation)
-        frames = base.frames[rows[0]] + stride * np.arange(n)
-        # The observation columns in float32, as the tracker wrote them and the file keeps
-        # them (half the memory of float64 on long videos).
-        proj = kp3 @ k.T
-        uv = (proj[..., :2] / np.maximum(proj[..., 2:3], 1e-6)).astype(np.float32)
-        rel_depth = ((kp3[..., 2] - kp3[:, :1, 2]) * k[0, 0]
-                     / np.maximum(kp3[:, :1, 2], 1e-6)).astype(np.float32)  # fmt: skip
-        world = (kp3 - kp3.mean(axis=1, keepdims=True)).astype(np.float32)
-        del proj
-        conf = _infill_confidence(index, base.confidence[rows], n, gap_limit)
-        seg = {
-            "frames": frames, "keypoints_2d": uv, "keypoints_rel_depth": rel_depth,
-            "world_landmarks": world, "confidence": conf,
-            "right_prob": np.full(n, right), "flags": np.full(n, int(FrameFlag.INFILLED)),
-            "mano_pose": pose, "translation": sol.translation, "keypoints_3d": kp3,
-            "frame_pose": start_pose, "frame_translation": sol.start_translation,
+    def __init__(self, base: Track, n: int):
+        self.base = base
+        self.right = float(np.mean(base.right_prob))
+        self.cols = {
+            name: np.empty((n, *np.shape(getattr(base, name))[1:]), stored_dtype(name))
+            for name in (*OBSERVATION_FIELDS, "mano_pose", "translation", "keypoints_3d",
+                         "frame_pose", "frame_translation")
         }  # fmt: skip
+
+    def fill_model(self, at: int, sol: SegmentSolution, k: np.ndarray) -> None:
+        """Rows ``at .. at + F`` from a solution ``sol`` on F grid frames: the motion, and
+        the model's keypoints and their projection through intrinsics ``k`` (3, 3)."""
+        from handmocap.retarget.rotations import matrix_to_axis_angle
+
+        n = len(sol.quats)
+        c = {name: col[at : at + n] for name, col in self.cols.items()}
+        c["mano_pose"][:] = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)),
+                                       sol.quats)  # fmt: skip
+        c["translation"][:] = sol.translation
+        c["frame_pose"][:] = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)),
+                                        sol.start_quats)  # fmt: skip
+        c["frame_translation"][:] = sol.start_translation
+        for a in range(0, n, BLOCK_FRAMES):
+            b = min(a + BLOCK_FRAMES, n)
+            pose = c["mano_pose"][a:b].astype(np.float64)
+            kp3 = _hand_keypoints(self.base.rest_keypoints, pose, sol.translation[a:b])
+            c["keypoints_3d"][a:b] = kp3
+            proj = kp3 @ k.T
+            c["keypoints_2d"][a:b] = proj[..., :2] / np.maximum(proj[..., 2:3], 1e-6)
+            c["keypoints_rel_depth"][a:b] = ((kp3[..., 2] - kp3[:, :1, 2]) * k[0, 0]
+                                            / np.maximum(kp3[:, :1, 2], 1e-6))  # fmt: skip
+            c["world_landmarks"][a:b] = kp3 - kp3.mean(axis=1, keepdims=True)
+
+    def fill_observations(self, at: int, rows: np.ndarray, index: np.ndarray, n: int,
+                          stride: int, gap_limit: int) -> None:  # fmt: skip
+        """Rows ``at .. at + n``, a segment of the base track's ``rows`` at grid positions
+        ``index``: frame numbers, flags and confidence; observed rows keep their
+        observations (over the model's, written first), infilled rows get a guessed
+        confidence."""
+        base = self.base
+        c = {name: col[at : at + n] for name, col in self.cols.items()}
+        c["frames"][:] = base.frames[rows][0] + stride * np.arange(n)
+        c["confidence"][:] = _infill_confidence(index, base.confidence[rows], n, gap_limit)
+        c["right_prob"][:] = self.right
+        c["flags"][:] = int(FrameFlag.INFILLED)
         for name in ("keypoints_2d", "keypoints_rel_depth", "world_landmarks", "right_prob",
                      "flags", "frame_pose", "frame_translation"):  # fmt: skip
-            seg[name][observed] = getattr(base, name)[rows]
-        for name, value in seg.items():
-            cols.setdefault(name, []).append(value)
-    stacked = {name: v[0] if len(v) == 1 else np.concatenate(v) for name, v in cols.items()}
-    stacked["flags"] = stacked["flags"].astype(np.uint8)
-    return replace(base, **stacked)
+            c[name][index] = getattr(base, name)[rows]
+
+    def track(self) -> Track:
+        return replace(self.base, **self.cols)
 
 
 def _infill_confidence(index: np.ndarray, conf: np.ndarray, n: int, gap_limit: int) -> np.ndarray:
@@ -532,7 +570,8 @@ def _infill_confidence(index: np.ndarray, conf: np.ndarray, n: int, gap_limit: i
     after = np.where(index[after] < grid, before, after)
     edge = np.minimum(conf[before], conf[after])
     dist = np.minimum(np.abs(grid - index[before]), np.abs(index[after] - grid))
-    guess = INFILL_CONFIDENCE * edge * (1.0 - dist / (gap_limit + 1.0))[:, None]
+    falloff = (1.0 - dist / (gap_limit + 1.0)).astype(conf.dtype)
+    guess = INFILL_CONFIDENCE * edge * falloff[:, None]
     out = guess.clip(0.0, 1.0)
     out[index] = conf
     return out
