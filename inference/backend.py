@@ -19,7 +19,7 @@ import numpy as np
 
 from handmocap.errors import BUILD_MODELS, HandmocapError
 
-from .threads import map_beside, resolve_threads, side_pool
+from .threads import core_share, map_beside, resolve_threads, side_pool
 
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 
@@ -170,11 +170,15 @@ class Network:
     def run(self, name: str, x: np.ndarray, alone: bool = True) -> list[np.ndarray]:
         """The network's outputs for the (N, ...) batch ``x`` fed as input ``name``, rows in
         order. ``alone``: nothing else runs meanwhile, so N > 1 rows are split across the
-        cores, one thread each; else the whole batch runs on one thread."""
-        if self._narrow is None or (alone and len(x) < 2):
+        cores, one thread each, and one row uses them all; else, or while other programs
+        keep the cores busy (:class:`.threads.CoreShare`), the whole batch runs on one
+        thread."""
+        if self._narrow is None:
             return self.session.run(None, {name: x})
-        if not alone:
+        if not alone or core_share().contended():
             return self._narrow.run(None, {name: x})
+        if len(x) < 2:
+            return self.session.run(None, {name: x})
         parts = np.array_split(np.arange(len(x)), min(self.threads, len(x)))
         outs = map_beside(self.pool, lambda rows: self._narrow.run(None, {name: x[rows]}), parts)
         return [np.concatenate(o) for o in zip(*outs, strict=True)]

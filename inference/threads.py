@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -110,6 +111,93 @@ def map_beside(pool: SidePool | None, fn: Callable[[T], R], items: Sequence[T]) 
     return results
 
 
+# --- other programs on our cores ----------------------------------------------------------------
+# A call on every core meets its threads at a barrier after each operation; when another
+# program keeps the cores busy, one of them is often descheduled and the rest wait for it.
+# Measured on the office clip beside two busy processes on 2 cores: the capture took 18.7 s
+# with two-thread landmark calls and 17.2 s with one (docs/architecture.md, "Speed and
+# threads"). So calls that would run alone on all cores run on one thread while other
+# programs leave less than CONTENDED_FREE_CORES cores free.
+CONTENDED_FREE_CORES = 1.5
+SHARE_INTERVAL_S = 0.5  # how often /proc/stat is read again (two small files)
+
+
+def _busy_ticks(cpus: set[int], text: str) -> int:
+    """Clock ticks the CPUs ``cpus`` spent busy (anything but idle and iowait, stolen time
+    included: another virtual machine had the core) in ``/proc/stat``'s ``text``."""
+    busy = 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit() or int(name[3:]) not in cpus:
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]  # user nice system idle iowait irq softirq steal
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy
+
+
+class CoreShare:
+    """How many of this process's cores other programs keep busy, re-read from ``/proc/stat``
+    at most every ``interval_s`` seconds: the busy time of the usable CPUs less this
+    process's own CPU time, over the wall time between two reads. Where ``/proc/stat`` is
+    missing (not Linux) other programs count as idle."""
+
+    def __init__(self, interval_s: float = SHARE_INTERVAL_S, stat_path: str = "/proc/stat"):
+        self.interval_s = interval_s
+        self.stat_path = stat_path
+        self.cpus = _usable_cpu_ids()
+        self.cores = usable_cores()
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._lock = threading.Lock()
+        self._last = self._sample()
+        self._others = 0.0
+
+    def _sample(self) -> tuple[float, float, int] | None:
+        try:
+            with open(self.stat_path) as f:
+                text = f.read()
+        except OSError:
+            return None
+        t = os.times()
+        return time.monotonic(), t.user + t.system, _busy_ticks(self.cpus, text)
+
+    def others(self) -> float:
+        """Cores kept busy by other programs over the last interval (0 .. cores)."""
+        with self._lock:
+            if self._last is None or time.monotonic() - self._last[0] < self.interval_s:
+                return self._others
+            now = self._sample()
+            if now is None:
+                return self._others
+            (t0, own0, busy0), (t1, own1, busy1) = self._last, now
+            others = ((busy1 - busy0) / self.tick - (own1 - own0)) / max(t1 - t0, 1e-6)
+            self._others = min(max(others, 0.0), float(self.cores))
+            self._last = now
+            return self._others
+
+    def contended(self) -> bool:
+        """Fewer than CONTENDED_FREE_CORES cores are left free by other programs."""
+        return self.cores - self.others() < CONTENDED_FREE_CORES
+
+
+def _usable_cpu_ids() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
+@functools.cache
+def core_share() -> CoreShare:
+    """The process's one :class:`CoreShare`, shared by every network."""
+    return CoreShare()
+
+
+def pool_now(pool: SidePool | None) -> SidePool | None:
+    """``pool``, or None (work on the calling thread alone) while other programs keep the
+    cores busy: then threads that work side by side wait for each other's turn on a core."""
+    return None if pool is None or core_share().contended() else pool
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with torch's intra-op threads set to ``n``, then restore them."""
@@ -124,6 +212,6 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 __all__ = [
-    "SidePool", "beside", "map_beside", "resolve_threads", "side_pool", "torch_threads",
-    "usable_cores",
+    "CoreShare", "SidePool", "beside", "core_share", "map_beside", "pool_now",
+    "resolve_threads", "side_pool", "torch_threads", "usable_cores",
 ]  # fmt: skip

@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from handmocap.inference import threads
 from handmocap.inference.backend import Network, choose_backend
 from handmocap.inference.threads import (
+    CoreShare,
     beside,
     map_beside,
     resolve_threads,
@@ -116,6 +118,106 @@ def test_sessions_wait_without_spinning_on_the_threads_asked(tmp_path):
     opts = sess.get_session_options()
     assert opts.intra_op_num_threads == 3
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+STAT = """cpu  10 0 10 100 0 0 0 0 0 0
+cpu0 {u0} 0 {s0} 500 7 1 2 {st0} 0 0
+cpu1 100 0 100 900 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_busy_ticks_count_only_our_cpus_and_leave_out_idle_and_iowait():
+    text = STAT.format(u0=40, s0=10, st0=5)
+    # cpu0: user 40 + system 10 + irq 1 + softirq 2 + steal 5 (another VM had the core)
+    assert threads._busy_ticks({0}, text) == 58
+    assert threads._busy_ticks({0, 1}, text) == 58 + 200
+    assert threads._busy_ticks({5}, text) == 0
+
+
+def test_core_share_is_busy_time_of_our_cpus_less_our_own(tmp_path, monkeypatch):
+    """Between two reads 1 s apart, cpu0 was busy 150 ticks (1.5 s at 100 ticks/s) and this
+    process used 0.5 s of CPU: other programs kept 1.0 core busy."""
+    stat = tmp_path / "stat"
+    stat.write_text(STAT.format(u0=40, s0=10, st0=0))
+    clock = {"now": 100.0, "own": 2.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(
+        threads.os, "times", lambda: type("T", (), {"user": clock["own"], "system": 0.0})()
+    )
+    monkeypatch.setattr(threads, "_usable_cpu_ids", lambda: {0})
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    share = CoreShare(interval_s=0.5, stat_path=str(stat))
+    share.tick = 100
+    stat.write_text(STAT.format(u0=140, s0=60, st0=0))
+    clock.update(now=100.2, own=2.5)
+    assert share.others() == 0.0, "read again only after interval_s"
+    clock["now"] = 101.0
+    assert share.others() == pytest.approx(1.0)
+    assert share.contended(), "2 cores, 1 busy with others: fewer than 1.5 free"
+    stat.write_text(STAT.format(u0=160, s0=60, st0=0))
+    clock.update(now=102.0, own=2.7)  # 20 ticks busy, all of them ours
+    assert share.others() == pytest.approx(0.0)
+    assert not share.contended()
+
+
+def test_without_proc_stat_other_programs_count_as_idle(tmp_path):
+    share = CoreShare(interval_s=0.0, stat_path=str(tmp_path / "missing"))
+    assert share.others() == 0.0 and not share.contended()
+
+
+@pytest.mark.skipif(not threads.os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
+@pytest.mark.skipif(usable_cores() > 4, reason="busy loops on every core of a big machine")
+def test_busy_programs_on_every_core_are_seen_and_the_work_goes_to_one_thread(tmp_path):
+    """One busy process per usable core: within two readings the share sees at least half a
+    core taken by others (each loop wants a whole one) and a network's calls and side
+    pools fall back to the calling thread; after they stop, the cores are free again."""
+    import subprocess
+    import sys
+
+    share = CoreShare(interval_s=0.3)
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(usable_cores())]  # fmt: skip
+    try:
+        time.sleep(0.4)
+        share.others()
+        time.sleep(0.4)
+        busy = share.others()
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+    assert busy >= 0.5 * usable_cores()
+    assert share.contended()
+
+
+def test_a_network_runs_everything_on_one_thread_while_the_cores_are_contended(
+    tmp_path, monkeypatch
+):
+    net = Network(_relu_model(tmp_path), choose_backend("cpu"), threads=2)
+    used = []
+    for attr in ("session", "_narrow"):
+        sess = getattr(net, attr)
+        monkeypatch.setattr(
+            net,
+            attr,
+            type(
+                "Spy",
+                (),
+                {"run": lambda self, out, feed, s=sess, a=attr: used.append(a) or s.run(out, feed)},
+            )(),
+        )
+    x = np.ones((2, 4), np.float32)
+    monkeypatch.setattr(threads.core_share(), "contended", lambda: True)
+    net.run("x", x[:1])
+    net.run("x", x)
+    assert used == ["_narrow", "_narrow"], "one call on one thread, not split, not on all cores"
+    assert threads.pool_now(net.pool) is None
+    monkeypatch.setattr(threads.core_share(), "contended", lambda: False)
+    used.clear()
+    net.run("x", x[:1])
+    assert used == ["session"]
+    assert threads.pool_now(net.pool) is net.pool
 
 
 def _capture(preset: str, threads: int, fit_mano: bool):
