@@ -170,15 +170,18 @@ class Network:
     def run(self, name: str, x: np.ndarray, alone: bool = True) -> list[np.ndarray]:
         """The network's outputs for the (N, ...) batch ``x`` fed as input ``name``, rows in
         order. ``alone``: nothing else runs meanwhile, so N > 1 rows are split across the
-        cores, one thread each, and one row uses them all; else, or while other programs
-        keep the cores busy (:class:`.threads.CoreShare`), the whole batch runs on one
+        cores, one thread each, and one row uses them all (one thread while other programs
+        keep the cores busy, :class:`.threads.CoreShare`); else the whole batch runs on one
         thread."""
         if self._narrow is None:
             return self.session.run(None, {name: x})
-        if not alone or core_share().contended():
+        if not alone:
             return self._narrow.run(None, {name: x})
         if len(x) < 2:
-            return self.session.run(None, {name: x})
+            # All cores for one row, unless other programs keep them busy: then its threads
+            # would wait at every operation for the one the scheduler put aside.
+            wide = not core_share().contended()
+            return (self.session if wide else self._narrow).run(None, {name: x})
         parts = np.array_split(np.arange(len(x)), min(self.threads, len(x)))
         outs = map_beside(self.pool, lambda rows: self._narrow.run(None, {name: x[rows]}), parts)
         return [np.concatenate(o) for o in zip(*outs, strict=True)]

@@ -31,7 +31,7 @@ from .hand_identity import decide_sides, drop_phantoms, join_reappearing, keep_s
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
-from .threads import map_beside, pool_now, resolve_threads, side_pool, torch_threads
+from .threads import map_beside, resolve_threads, side_pool, torch_threads
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
 
@@ -317,8 +317,7 @@ def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
 
     threads = resolve_threads(threads)
     with torch_threads(1):
-        pool = pool_now(side_pool(min(threads, len(tracks))))
-        return tuple(map_beside(pool, fit, range(len(tracks))))
+        return tuple(map_beside(side_pool(min(threads, len(tracks))), fit, range(len(tracks))))
 
 
 def _with_mano(track: Track, fit) -> Track:

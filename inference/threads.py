@@ -114,10 +114,11 @@ def map_beside(pool: SidePool | None, fn: Callable[[T], R], items: Sequence[T]) 
 # --- other programs on our cores ----------------------------------------------------------------
 # A call on every core meets its threads at a barrier after each operation; when another
 # program keeps the cores busy, one of them is often descheduled and the rest wait for it.
-# Measured on the office clip beside two busy processes on 2 cores: the capture took 18.7 s
-# with two-thread landmark calls and 17.2 s with one (docs/architecture.md, "Speed and
-# threads"). So calls that would run alone on all cores run on one thread while other
-# programs leave less than CONTENDED_FREE_CORES cores free.
+# So a call that would run alone on all cores runs on one thread while other programs leave
+# fewer than CONTENDED_FREE_CORES cores free. Independent work side by side (two hands'
+# crops, the palm detector, the fit of two tracks) goes on: it meets once a frame, not once
+# an operation, and keeps the capture its share of the cores (docs/architecture.md, "Speed
+# and threads", has the measurements).
 CONTENDED_FREE_CORES = 1.5
 SHARE_INTERVAL_S = 0.5  # how often /proc/stat is read again (two small files)
 
@@ -192,12 +193,6 @@ def core_share() -> CoreShare:
     return CoreShare()
 
 
-def pool_now(pool: SidePool | None) -> SidePool | None:
-    """``pool``, or None (work on the calling thread alone) while other programs keep the
-    cores busy: then threads that work side by side wait for each other's turn on a core."""
-    return None if pool is None or core_share().contended() else pool
-
-
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with torch's intra-op threads set to ``n``, then restore them."""
@@ -212,6 +207,6 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 __all__ = [
-    "CoreShare", "SidePool", "beside", "core_share", "map_beside", "pool_now",
-    "resolve_threads", "side_pool", "torch_threads", "usable_cores",
+    "CoreShare", "SidePool", "beside", "core_share", "map_beside", "resolve_threads",
+    "side_pool", "torch_threads", "usable_cores",
 ]  # fmt: skip

@@ -38,7 +38,7 @@ from . import hand_landmarks as lm
 from . import palm_detection as pd
 from .backend import Backend, choose_backend
 from .geometry import Roi
-from .threads import beside, pool_now
+from .threads import beside
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class HandTracker:
             self.detector_runs += 1
             # The detector runs beside the known hands' landmarks, one thread each; the
             # palms it finds are estimated after (docs/architecture.md, "Speed and threads").
-            pool = pool_now(self.landmarker.network.pool) if rois else None
+            pool = self.landmarker.network.pool if rois else None
             palms = beside(pool, lambda: self._detect(image_rgb, alone=pool is None))
         hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None)
         if palms is not None:
