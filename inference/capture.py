@@ -31,7 +31,7 @@ from .hand_identity import decide_sides, drop_phantoms, join_reappearing, keep_s
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
-from .threads import map_beside, resolve_threads, side_pool, torch_threads
+from .threads import map_beside, opencv_threads, resolve_threads, side_pool, torch_threads
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
 
@@ -189,11 +189,12 @@ def capture(
                    height=info.height, fps=info.fps)  # fmt: skip
     started = time.perf_counter()
     done = 0
-    for frame, rgb in source:
-        for obs in tracker.step(rgb):
-            builders.setdefault(obs.track_id, _TrackBuilder(obs.track_id)).add(frame, obs)
-        done += 1
-        progress.update(done, frame)
+    with opencv_threads(1):
+        for frame, rgb in source:
+            for obs in tracker.step(rgb):
+                builders.setdefault(obs.track_id, _TrackBuilder(obs.track_id)).add(frame, obs)
+            done += 1
+            progress.update(done, frame)
     tracking_seconds = time.perf_counter() - started
     timings |= {"tracking": tracking_seconds, "decode_wait": source.wait_seconds,
                 "decode": source.decode_seconds, **tracker.seconds,

@@ -73,6 +73,17 @@ def test_beside_without_a_pool_runs_now_and_keeps_the_error_for_result():
     assert beside(side_pool(2), lambda: 8).result(timeout=5) == 8
 
 
+def test_opencv_threads_are_set_for_the_block_and_restored():
+    import cv2
+
+    from handmocap.inference.threads import opencv_threads
+
+    before = cv2.getNumThreads()
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before
+
+
 def test_torch_threads_are_set_for_the_block_and_restored():
     import torch
 
