@@ -139,7 +139,6 @@ class FrameMap:
             raise HandmocapError(f"frames {scene_first}-{scene_last} are outside the capture")
         return start, end
 
-
     def _to_video(self, scene_frame: int) -> int:
         """The video frame nearest to whole ``scene_frame``."""
         return self.video_start + round((scene_frame - self.scene_start) * self.video_fps

@@ -416,8 +416,9 @@ class TakeHeader:
             "tracking_seconds": is_number,
             "mano_seconds": is_number,
             "stages": lambda value: isinstance(value, dict),
-            "timings": lambda value: isinstance(value, dict)
-            and all(map(is_number, value.values())),
+            "timings": lambda value: (
+                isinstance(value, dict) and all(map(is_number, value.values()))
+            ),
             "warnings": is_list_of(is_text),
             "frames_short": is_int,
             "missing_frames": is_list_of(is_int),
