@@ -202,12 +202,8 @@ def opencv_threads(n: int) -> Iterator[None]:
     with 1)."""
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
+    with _set_for_block(cv2.getNumThreads, cv2.setNumThreads, n):
         yield
-    finally:
-        cv2.setNumThreads(before)
 
 
 @contextlib.contextmanager
@@ -215,12 +211,18 @@ def torch_threads(n: int) -> Iterator[None]:
     """Run the block with torch's intra-op threads set to ``n``, then restore them."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    with _set_for_block(torch.get_num_threads, torch.set_num_threads, n):
+        yield
+
+
+@contextlib.contextmanager
+def _set_for_block(get: Callable[[], int], put: Callable[[int], None], n: int) -> Iterator[None]:
+    before = get()
+    put(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        put(before)
 
 
 __all__ = [

@@ -239,11 +239,15 @@ def test_models_built_by_another_port_revision_are_not_used(tmp_path, monkeypatc
     assert mediapipe_port.built_mediapipe_models().folder == current
 
 
-def test_built_hand_landmark_model_has_no_pad_left():
+def _built_models() -> mediapipe_port.MediapipeModels:
     try:
-        models = mediapipe_port.built_mediapipe_models()
+        return mediapipe_port.built_mediapipe_models()
     except AssetError as err:
         pytest.skip(f"the MediaPipe models are not built: {err}")
+
+
+def test_built_hand_landmark_model_has_no_pad_left():
+    models = _built_models()
     model = onnx.load(str(models.hand_landmark))
     assert "Pad" not in _ops(model)
     assert models.manifest["files"]["hand_landmark"]["pads_folded"] >= 1
@@ -318,10 +322,7 @@ def test_other_prelus_are_left_alone(case):
 
 
 def test_built_palm_detector_has_no_prelu_left():
-    try:
-        models = mediapipe_port.built_mediapipe_models()
-    except AssetError as err:
-        pytest.skip(f"the MediaPipe models are not built: {err}")
+    models = _built_models()
     model = onnx.load(str(models.palm_detection))
     assert "PRelu" not in _ops(model)
     assert models.manifest["files"]["palm_detection"]["prelus_rewritten"] >= 1
