@@ -81,7 +81,6 @@ class DeocclusionConfig:
     prefer: float = 0.05
     background_every: int = 4
     trust: float = 0.2
-    reject: float = 0.45
 
 
 def palm_length(xy: np.ndarray) -> float:

@@ -204,7 +204,6 @@ class HandTracker:
         self._overlapping = {i for i, others in overlaps.items() if others}
         if cfg.deocclusion.enabled and self._overlapping:
             self._deocclude(image_rgb, rois, overlaps, hands, flags)
-            self._reject_strays(overlaps, hands)
         found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
         kept = self._assign(found, flags)
         touching = self._touching(kept)
@@ -312,20 +311,6 @@ class HandTracker:
                 flags[i] |= FrameFlag.DEOCCLUDED
                 self.deoccluded += 1
         self.deocclusion_seconds += time.perf_counter() - started
-
-    def _reject_strays(
-        self, overlaps: dict[int, list[int]], hands: dict[int, lm.HandLandmarks]
-    ) -> None:
-        """Drop the estimates of overlapping hands still ``DeocclusionConfig.reject`` palm
-        lengths from where they should be, when their own last prediction was trusted:
-        between two hands the landmark network can settle on neither."""
-        cfg = self.config.deocclusion
-        for i, others in overlaps.items():
-            h = hands.get(i)
-            if not others or h is None or not self._motion[i].trusted(cfg.trust):
-                continue
-            if de.disagreement(h.image_xyz[:, :2], self._expected(i)) > cfg.reject:
-                del hands[i]
 
     def _refresh_background(self, image_rgb: np.ndarray, kept: dict[int, lm.HandLandmarks]) -> None:
         """Every ``background_every`` frames, the pixels no hand covers go into the

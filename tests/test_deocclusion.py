@@ -175,37 +175,3 @@ def test_the_filter_records_how_far_its_prediction_missed():
     off = motion.follow(motion.expected(1) + np.array([40.0, 0.0]), 1, overlapped=False)
     assert off.miss == pytest.approx(0.5) and not off.trusted(CONFIG.trust)
     assert off.velocity[0] == pytest.approx(motion.velocity[0] + 0.3 * 40.0)
-
-
-def test_an_overlapping_hand_estimate_far_from_where_it_should_be_is_dropped():
-    """After the stage, an estimate of a hand whose crop overlaps another's, more than
-    ``reject`` (0.45) palm lengths from where its trusted filter expects it, is not kept
-    (the frame is left to the motion prior); one 0.2 palm lengths off is kept, and so is a
-    far one when the hand's own filter had just missed (its place is a guess) or when no
-    other hand overlaps it."""
-    from handmocap.inference import hand_landmarks as lm
-    from handmocap.inference.tracker import HandTracker, TrackerConfig
-
-    tracker = HandTracker.__new__(HandTracker)  # the rule needs no networks
-    tracker.config = TrackerConfig(device="cpu")
-    tracker._lost = {}
-    palm = 80.0
-    home = {0: _open_hand((300.0, 400.0), palm), 1: _open_hand((340.0, 400.0), palm)}
-    tracker._motion = {i: de.HandMotion.start(xy) for i, xy in home.items()}
-    shift = {0: 0.6 * palm, 1: 0.2 * palm}  # track 0 strays 0.6 palm lengths, track 1 0.2
-
-    def estimates() -> dict:
-        return {i: lm.HandLandmarks(np.column_stack([xy + np.array([shift[i], 0.0]), np.zeros(21)]),
-                                    np.zeros((21, 3)), 0.9, 0.5, Roi(320.0, 330.0, 200.0, 0.0))
-                for i, xy in home.items()}  # fmt: skip
-
-    hands = estimates()
-    tracker._reject_strays({0: [1], 1: [0]}, hands)
-    assert sorted(hands) == [1]
-    hands = estimates()
-    tracker._reject_strays({0: [], 1: []}, hands)
-    assert sorted(hands) == [0, 1], "no other hand overlaps: the stage's rule does not apply"
-    tracker._motion[0] = de.HandMotion(home[0], home[0].mean(axis=0), np.zeros(2), miss=0.5)
-    hands = estimates()
-    tracker._reject_strays({0: [1], 1: [0]}, hands)
-    assert sorted(hands) == [0, 1], "its own filter just missed: where it should be is a guess"
