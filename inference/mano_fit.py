@@ -306,22 +306,21 @@ class ManoFitter:
             return lambda fraction: on_progress(min((k + fraction) / passes, 1.0))
 
         spread = np.linspace(0, t - 1, window).round().astype(int)
-        shape = self._refine(*inputs, spread, None, part(0)).betas
+        shaped = self._refine(*inputs, spread, None, part(0))
         # Each window's result goes straight into the track's arrays (no list of windows to
-        # concatenate: on long videos that was a second copy of every output).
-        out: ManoFit | None = None
+        # concatenate: on long videos that was a second copy of every output). The betas are
+        # fixed from here on, so the shape pass's rest skeleton is every window's.
+        out = ManoFit(
+            pose=np.empty((t, 16, 3), np.float32),
+            betas=shaped.betas,
+            translation=np.empty((t, 3), np.float32),
+            keypoints_3d=np.empty((t, 21, 3), np.float32),
+            ik_keypoints_3d=np.empty((t, 21, 3), np.float32),
+            rest_keypoints=shaped.rest_keypoints,
+        )
         for k, a in enumerate(starts):
             rows = slice(a, min(a + window, t))
-            fit = self._refine(*inputs, np.arange(t)[rows], shape, part(k + 1))
-            if out is None:
-                out = ManoFit(
-                    pose=np.empty((t, *fit.pose.shape[1:]), fit.pose.dtype),
-                    betas=shape,
-                    translation=np.empty((t, 3), fit.translation.dtype),
-                    keypoints_3d=np.empty((t, 21, 3), fit.keypoints_3d.dtype),
-                    ik_keypoints_3d=np.empty((t, 21, 3), fit.ik_keypoints_3d.dtype),
-                    rest_keypoints=fit.rest_keypoints,
-                )
+            fit = self._refine(*inputs, np.arange(t)[rows], shaped.betas, part(k + 1))
             for name in ("pose", "translation", "keypoints_3d", "ik_keypoints_3d"):
                 getattr(out, name)[rows] = getattr(fit, name)
         return out

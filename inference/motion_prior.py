@@ -523,11 +523,13 @@ class _Columns:
 
         n = len(sol.quats)
         c = {name: col[at : at + n] for name, col in self.cols.items()}
-        c["mano_pose"][:] = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)),
-                                       sol.quats)  # fmt: skip
+
+        def axis_angle(q: np.ndarray) -> np.ndarray:
+            return _blockwise(lambda block: matrix_to_axis_angle(quat_to_matrix(block)), q)
+
+        c["mano_pose"][:] = axis_angle(sol.quats)
         c["translation"][:] = sol.translation
-        c["frame_pose"][:] = _blockwise(lambda q: matrix_to_axis_angle(quat_to_matrix(q)),
-                                        sol.start_quats)  # fmt: skip
+        c["frame_pose"][:] = axis_angle(sol.start_quats)
         c["frame_translation"][:] = sol.start_translation
         for a in range(0, n, BLOCK_FRAMES):
             b = min(a + BLOCK_FRAMES, n)

@@ -30,10 +30,7 @@ R = TypeVar("R")
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity, e.g. a container's or Ray's
     share), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_usable_cpu_ids()))
 
 
 def resolve_threads(threads: int) -> int:
@@ -183,7 +180,7 @@ class CoreShare:
 def _usable_cpu_ids() -> set[int]:
     try:
         return set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
+    except (AttributeError, OSError):  # not Linux
         return set(range(os.cpu_count() or 1))
 
 

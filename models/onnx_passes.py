@@ -67,8 +67,7 @@ def fold_pads_into_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     Returns:
         (the rewritten copy, how many ``Pad`` nodes were folded).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = _copy(model)
     graph = out.graph
     opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
     consumers = Counter(_names_read(graph))
@@ -118,11 +117,9 @@ def prelu_as_depthwise_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     Returns:
         (the rewritten copy, how many ``PRelu`` nodes were rewritten).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = _copy(model)
     graph = out.graph
-    overridable = {i.name for i in graph.input}
-    inits = {t.name: t for t in graph.initializer if t.name not in overridable}
+    inits = _fixed_initializers(graph)
     taken = {name for node in graph.node for name in (*node.input, *node.output)} | set(inits)
     nodes: list[onnx.NodeProto] = []
     slopes_used: set[str] = set()
@@ -207,8 +204,7 @@ def _spatial_zero_pads(graph: onnx.GraphProto, pad: onnx.NodeProto, opset: int):
 
 def _constant(graph: onnx.GraphProto, name: str, opset: int) -> np.ndarray | None:
     """The value of tensor ``name`` if only constants and ``_FOLDABLE_OPS`` compute it."""
-    overridable = {i.name for i in graph.input}  # an initializer a caller may feed is no constant
-    inits = {t.name: t for t in graph.initializer if t.name not in overridable}
+    inits = _fixed_initializers(graph)
     if name in inits:
         return numpy_helper.to_array(inits[name])
     producer = {out: k for k, node in enumerate(graph.node) for out in node.output}
@@ -237,6 +233,19 @@ def _constant(graph: onnx.GraphProto, name: str, opset: int) -> np.ndarray | Non
         initializer=[t for n, t in inits.items() if n in used],
     )
     return ReferenceEvaluator(sub, opsets={"": opset}).run(None, {})[0]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _fixed_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """The initializers by name, less those that are also graph inputs: a caller may feed
+    those, so they are no constants."""
+    overridable = {i.name for i in graph.input}
+    return {t.name: t for t in graph.initializer if t.name not in overridable}
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
