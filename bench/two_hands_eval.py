@@ -8,10 +8,11 @@ tracks is fragmented. See docs/architecture.md, "Two interacting hands".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from handmocap.retarget.camera import project
 from handmocap.take import FrameFlag
 
 from .synth.ground_truth import ClipGroundTruth, Visibility
@@ -120,3 +121,18 @@ def score_two_hands(
         visible_px=median(visible),
         duplicates=int(np.sum(covered > 1)),
     )
+
+
+def animated_keypoints(take):
+    """``take`` with each fitted track's ``keypoints_2d`` replaced by its animated hand: the
+    MANO keypoints after the fit and the motion prior (``keypoints_3d``, camera space)
+    projected through the take's intrinsics. Scoring that scores what the animator keys,
+    rather than the landmark network's observation on each frame. Tracks without a fit
+    are left out."""
+    k = np.asarray(take.header.intrinsics, np.float64)
+    tracks = tuple(
+        replace(tr, keypoints_2d=project(tr.keypoints_3d.astype(np.float64), k).astype(np.float32))
+        for tr in take.tracks
+        if tr.keypoints_3d is not None
+    )
+    return replace(take, tracks=tracks)

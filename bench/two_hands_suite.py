@@ -19,7 +19,7 @@ from .mediapipe_reference import run_mediapipe_solution
 from .prior_eval import pa_mpjpe_mm
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import ClipGroundTruth, load_alone_rgb, load_ground_truth
-from .two_hands_eval import TwoHandScore, match_rows, score_two_hands
+from .two_hands_eval import TwoHandScore, animated_keypoints, match_rows, score_two_hands
 
 # (preset, Cycles noise seed): the crossing on two renders, then every contact clip. On
 # this 2-core machine a contact clip takes 10-20 min to render the first time (each hand is
@@ -101,6 +101,26 @@ def _score_metrics(prefix: str, s: TwoHandScore, truth: ClipGroundTruth) -> list
         Metric(f"{prefix}_hidden_2d_error", round(s.hidden_px, 2), "px",
                "median, keypoints hidden by the other hand"),
         Metric(f"{prefix}_visible_2d_error", round(s.visible_px, 2), "px", "median"),
+    ]  # fmt: skip
+
+
+def _animated_metrics(tag: str, take, truth: ClipGroundTruth) -> list:
+    """Identity, detection and 2D error of the animated hands (the MANO fit after the
+    motion prior, projected; :func:`.two_hands_eval.animated_keypoints`): what an animator
+    keys, where the other figures score the landmark network's observation per frame."""
+    from .suites import Metric
+
+    s = score_two_hands(animated_keypoints(take), truth)
+    back = _back_hand(truth)
+    note = "animated hand: the fit after the prior, projected"
+    return [
+        Metric(f"{tag}_animated_switches", s.switches, "switches", note),
+        Metric(f"{tag}_animated_tracks_per_hand", "/".join(map(str, s.tracks_per_hand)),
+               "tracks", note),
+        Metric(f"{tag}_animated_found_back_hand", round(s.found_findable[back], 4), "share",
+               note),
+        Metric(f"{tag}_animated_hidden_2d_error", round(s.hidden_px, 2), "px", note),
+        Metric(f"{tag}_animated_visible_2d_error", round(s.visible_px, 2), "px", note),
     ]  # fmt: skip
 
 
@@ -229,6 +249,7 @@ def _clip_metrics(preset: str, seed: int) -> list:
         metrics.append(Metric(f"{tag}_pa_mpjpe", round(_pa_mpjpe(take, truth), 2), "mm",
                               "median, fitted 3D keypoints after the prior"))  # fmt: skip
         if on:
+            metrics += _animated_metrics(tag, take, truth)
             share = tracker.deocclusion_seconds / seconds
             metrics += [
                 Metric(f"{name}_stage_share_of_capture", round(share, 4), "share",
@@ -286,6 +307,8 @@ def _repeated_metrics() -> list:
             metrics += _score_metrics(tag, score_two_hands(take, truth), truth)
             metrics.append(Metric(f"{tag}_tracks", len(take.tracks), "tracks",
                                   f"{truth.num_frames} frames, two hands"))  # fmt: skip
+            if on:
+                metrics += _animated_metrics(tag, take, truth)
         reference = run_mediapipe_solution(mp4, max_hands=2)
         metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
             mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip
