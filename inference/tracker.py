@@ -20,6 +20,10 @@ hands"):
   crop of the other hand.
 - A hand found again near where a lost track of its side should be takes that id back;
   while a track is hunted for, a new hand elsewhere does not take its place.
+- While fewer than ``max_hands`` are followed, each time the detector runs, the known
+  hands are painted out of their crops and the landmark network looks there for a hand
+  hidden behind them (one palm on the back of the other: the detector cannot see the
+  back palm).
 """
 
 from __future__ import annotations
@@ -206,6 +210,8 @@ class HandTracker:
             self._deocclude(image_rgb, rois, overlaps, hands, flags)
         found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
         kept = self._assign(found, flags)
+        if detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands:
+            self._search_hidden(image_rgb, kept, flags)
         touching = self._touching(kept)
         ahead = {i: 1 + self._lost.get(i, 0) for i in kept}
         self._age_lost(set(kept))
@@ -311,6 +317,61 @@ class HandTracker:
                 flags[i] |= FrameFlag.DEOCCLUDED
                 self.deoccluded += 1
         self.deocclusion_seconds += time.perf_counter() - started
+
+    def _search_hidden(
+        self, image_rgb: np.ndarray, kept: dict[int, lm.HandLandmarks],
+        flags: dict[int, FrameFlag],
+    ) -> None:  # fmt: skip
+        """Look for a hand hidden behind each kept one: its crop with it painted out
+        (:func:`.deocclusion.remove_hand`) goes through the landmark network, and a hand
+        found there at ``DeocclusionConfig.search_presence`` or more, not the same hand
+        as a kept one, joins ``kept`` (flagged ``DETECTED | DEOCCLUDED``): as the lost
+        track whose hand should be within ``RETURN_RADIUS`` palm lengths, else as a new
+        track while the lost ones leave room. Its side is not trusted here: the network
+        reads a hand seen from the back as the other side, and the whole-clip pass
+        decides it (two hands at once are a left and a right). A false find in the
+        painted area lasts a frame: its next crop holds no paint, and a track that short
+        is a phantom (``hand_identity.drop_phantoms``)."""
+        cfg = self.config
+        started = time.perf_counter()
+        known = list(kept.values())
+        todo = []
+        for h in known:
+            painted = de.remove_hand(image_rgb, h.roi, h.image_xyz[:, :2], cfg.deocclusion,
+                                     self.background)  # fmt: skip
+            if painted is not None:
+                todo.append((painted, h.roi))
+        found = self.landmarker.estimate([im for im, _ in todo], [roi for _, roi in todo])
+        for h in found:
+            xy = h.image_xyz[:, :2]
+            if len(kept) >= cfg.max_hands or h.presence < cfg.deocclusion.search_presence:
+                continue
+            if any(_same_hand(xy, o.image_xyz[:, :2]) for o in kept.values()):
+                continue
+            i = self._lost_near(xy)
+            if i is not None:
+                del self._lost[i]
+            elif len(kept) + len(self._lost) < cfg.max_hands:
+                i = self._next_id
+                self._next_id += 1
+            else:
+                continue
+            kept[i] = h
+            flags[i] = FrameFlag.DETECTED | FrameFlag.DEOCCLUDED
+            self.deoccluded += 1
+        self.deocclusion_seconds += time.perf_counter() - started
+
+    def _lost_near(self, xy: np.ndarray) -> int | None:
+        """The lost track whose hand should be nearest the (21, 2) keypoints ``xy``,
+        within ``RETURN_RADIUS`` of its palm lengths, or None."""
+        centre = xy.mean(axis=0)
+        near = []
+        for j in self._lost:
+            expected = self._expected(j)
+            gap = float(np.linalg.norm(centre - expected.mean(axis=0))) / de.palm_length(expected)
+            if gap < RETURN_RADIUS:
+                near.append((gap, j))
+        return min(near)[1] if near else None
 
     def _refresh_background(self, image_rgb: np.ndarray, kept: dict[int, lm.HandLandmarks]) -> None:
         """Every ``background_every`` frames, the pixels no hand covers go into the

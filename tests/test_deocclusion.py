@@ -145,6 +145,33 @@ def test_clean_crop_removes_the_other_hand_and_leaves_this_one():
     assert de.clean_crop(frame, far, own, [away], CONFIG, background) is None
 
 
+def test_remove_hand_paints_the_whole_hand_inside_its_crop_only():
+    """The search for a hidden hand paints the known hand's whole silhouette (fingers,
+    palm, forearm) inside its crop with the background, and leaves everything else as it
+    was: the crop's pixels outside the silhouette and the whole frame outside the crop."""
+    xy = _open_hand((240.0, 330.0))
+    wall = np.full((480, 480, 3), 120, np.uint8)
+    frame = wall.copy()
+    mask = de.hand_mask(xy, frame.shape[:2], CONFIG)
+    frame[mask] = (200, 150, 120)
+    frame[20:40, 20:40] = (0, 0, 255)  # something far from the hand
+    background = de.Background()
+    background.update(wall, np.zeros((480, 480), bool))
+    roi = Roi(240.0, 260.0, 200.0, 0.0)  # the upper part of the hand; the forearm below
+    out = de.remove_hand(frame, roi, xy, CONFIG, background)
+    assert out is not None
+    x0, y0, x1, y1 = de.roi_box(roi, frame.shape[:2])
+    inside = np.zeros((480, 480), bool)
+    inside[y0:y1, x0:x1] = True
+    assert (mask & inside).sum() > 5000
+    assert (out[mask & inside] == 120).all()
+    assert np.array_equal(out[~inside], frame[~inside])  # the forearm below the crop stays
+    assert (out[mask & ~inside] == (200, 150, 120)).all()
+    assert (frame[mask] == (200, 150, 120)).all()  # the input is not modified
+    off = Roi(-400.0, -400.0, 100.0, 0.0)
+    assert de.remove_hand(frame, off, xy, CONFIG, background) is None
+
+
 def test_hands_touch_when_one_reaches_into_the_other_not_when_only_their_boxes_meet():
     left = _open_hand((100.0, 300.0), palm_px=80.0)  # fingers x 64..130, wrist at y 300
     # Side by side with 40 px between the nearest keypoints (0.5 palm): apart.
