@@ -133,7 +133,8 @@ def _add_capture_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--deocclusion", action=argparse.BooleanOptionalAction, default=True,
-        help="clean each hand's crop of the other hand where two hands overlap (default on)",
+        help="clean each hand's crop of the other hand where two hands overlap, and look "
+        "behind a followed hand for one it hides (default on)",
     )  # fmt: skip
     parser.add_argument("--start", type=int, default=0, help="first frame (inclusive)")
     parser.add_argument("--end", type=int, help="last frame (exclusive)")
