@@ -71,7 +71,7 @@ class DeocclusionConfig:
     hand's crop at all (:meth:`HandMotion.trusted`): it paints them by their expected
     places. ``search_presence`` is how sure the landmark network must be of a hand found
     behind a known one (:func:`remove_hand`; the tracker's search for a hidden hand): the
-    back hand of ``two_stacked`` came at 0.72, and on the real office clip (one hand, 87
+    back hand of ``two_stacked`` came at 0.72, and on the real office clip (one hand, 63
     searches) the most was 0.50.
     """
 

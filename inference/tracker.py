@@ -329,9 +329,9 @@ class HandTracker:
         track whose hand should be within ``RETURN_RADIUS`` palm lengths, else as a new
         track while the lost ones leave room. Its side is not trusted here: the network
         reads a hand seen from the back as the other side, and the whole-clip pass
-        decides it (two hands at once are a left and a right). A false find in the
-        painted area lasts a frame: its next crop holds no paint, and a track that short
-        is a phantom (``hand_identity.drop_phantoms``)."""
+        decides it (two hands at once are a left and a right). A false find is unlikely
+        to last: its next crop is painted only where the stage cleans it, and a short,
+        weak track is dropped as a phantom (``hand_identity.drop_phantoms``)."""
         cfg = self.config
         started = time.perf_counter()
         known = list(kept.values())
