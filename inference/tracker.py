@@ -328,7 +328,7 @@ class HandTracker:
         as a kept one, joins ``kept`` (flagged ``DETECTED | DEOCCLUDED``): as the lost
         track whose hand should be within ``RETURN_RADIUS`` palm lengths, else as a new
         track while the lost ones leave room. Its side is not trusted here: the network
-        reads a hand seen from the back as the other side, and the whole-clip pass
+        reads a hand seen from the back as either side, and the whole-clip pass
         decides it (two hands at once are a left and a right). A false find is unlikely
         to last: its next crop is painted only where the stage cleans it, and a short,
         weak track is dropped as a phantom (``hand_identity.drop_phantoms``)."""
