@@ -63,6 +63,17 @@ def test_fill_uses_the_background_where_known_and_the_median_colour_elsewhere():
     assert (frame[20:40, 30:50] == (10, 20, 30)).all()  # the input is not modified
 
 
+def test_fill_over_the_whole_frame_leaves_the_input_as_it_was():
+    frame = np.full((30, 40, 3), 200, np.uint8)
+    frame[10:20, 10:20] = (10, 20, 30)
+    before = frame.copy()
+    paint = np.zeros((30, 40), bool)
+    paint[10:20, 10:20] = True
+    for background in (None, de.Background()):
+        out = de.fill(frame, paint, (0, 0, 40, 30), background)
+        assert (out[10:20, 10:20] == 200).all() and np.array_equal(frame, before)
+
+
 def test_the_background_keeps_what_a_hand_covers():
     background = de.Background()
     first = np.full((10, 10, 3), 50, np.uint8)
