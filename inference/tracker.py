@@ -165,6 +165,7 @@ class HandTracker:
         self._right_prob: dict[int, float] = {}  # running handedness per live or lost track
         self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
+        self._held: set[int] = set()  # tracks kept this frame under min_presence (_deocclude)
         self._lost: dict[int, int] = {}  # id -> frames since lost
         self._frame = 0
         self.background = de.Background()
@@ -206,9 +207,12 @@ class HandTracker:
             hands |= self._landmarks(image_rgb, rois, [i for i in rois if i not in hands])
         overlaps = self._overlaps(rois)
         self._overlapping = {i for i, others in overlaps.items() if others}
+        self._held = set()
         if cfg.deocclusion.enabled and self._overlapping:
             self._deocclude(image_rgb, rois, overlaps, hands, flags)
-        found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence}
+        found = {
+            i: h for i, h in hands.items() if h.presence >= cfg.min_presence or i in self._held
+        }
         kept = self._assign(found, flags)
         if detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands:
             self._search_hidden(image_rgb, kept, flags)
@@ -276,8 +280,9 @@ class HandTracker:
         """Where known hands' crops overlap and a hand's estimate strays from where it
         should be (more than ``DeocclusionConfig.gate``), estimate it again on its crop
         cleaned of the other hands (:mod:`.deocclusion`) and keep the cleaned estimate
-        where it agrees better; those frames are flagged ``DEOCCLUDED``. Costs nothing
-        when no two crops overlap."""
+        where it agrees better; those frames are flagged ``DEOCCLUDED``. A followed hand
+        whose estimates all fail is held on a faint cleaned one that lies where it should
+        be (:func:`.deocclusion.hold`). Costs nothing when no two crops overlap."""
         cfg = self.config.deocclusion
         started = time.perf_counter()
         expected = {i: self._expected(i) for i in overlaps}
@@ -312,6 +317,10 @@ class HandTracker:
         for k, (i, _) in enumerate(jobs):
             options = [hands[i], again[2 * k], again[2 * k + 1]]
             pick = de.choose([score(i, h) for h in options], cfg)
+            if not pick and score(i, options[0]) > cfg.gate and i in self._tracks:
+                pick = de.hold(options, expected[i], cfg)
+                if pick:
+                    self._held.add(i)
             if pick:
                 hands[i] = options[pick]
                 flags[i] |= FrameFlag.DEOCCLUDED

@@ -8,6 +8,7 @@ import pytest
 
 from handmocap.inference import deocclusion as de
 from handmocap.inference.geometry import Roi
+from handmocap.inference.hand_landmarks import HandLandmarks
 
 CONFIG = de.DeocclusionConfig()
 
@@ -213,3 +214,27 @@ def test_the_filter_records_how_far_its_prediction_missed():
     off = motion.follow(motion.expected(1) + np.array([40.0, 0.0]), 1, overlapped=False)
     assert off.miss == pytest.approx(0.5) and not off.trusted(CONFIG.trust)
     assert off.velocity[0] == pytest.approx(motion.velocity[0] + 0.3 * 40.0)
+
+
+def test_hold_keeps_a_faint_cleaned_estimate_only_where_the_hand_should_be():
+    config = de.DeocclusionConfig()  # hold_presence 0.3, gate 0.3 palm lengths
+    expected = np.zeros((21, 2))
+    expected[9] = (0.0, -80.0)  # palm length 80 px
+    expected[1:9, 0] = np.arange(1, 9) * 5.0
+    roi = Roi(0.0, -40.0, 160.0, 0.0)
+
+    def estimate(shift_px: float, presence: float) -> HandLandmarks:
+        xyz = np.zeros((21, 3))
+        xyz[:, :2] = expected + np.array([shift_px, 0.0])
+        return HandLandmarks(xyz, np.zeros((21, 3)), presence, 0.5, roi)
+
+    original = estimate(0.0, 0.9)
+    near, far = 16.0, 40.0  # 0.2 and 0.5 palm lengths
+    # Near at presence 0.42: kept. The original crop's estimate (index 0) never is: the
+    # stage holds on cleaned crops only.
+    assert de.hold([original, estimate(far, 0.45), estimate(near, 0.42)], expected, config) == 2
+    assert de.hold([original, estimate(near, 0.42), None], expected, config) == 1
+    # Too faint, or too far from where the hand should be: let go.
+    assert de.hold([original, estimate(near, 0.25), None], expected, config) == 0
+    assert de.hold([original, None, estimate(far, 0.49)], expected, config) == 0
+    assert de.hold([original, None, None], expected, config) == 0
