@@ -8,8 +8,10 @@ from handmocap.inference.backend import choose_backend
 from handmocap.inference.mano_fit import (
     FitConfig,
     anatomical_angles,
+    angle_map,
     build_fitter,
     initial_translation,
+    mapped_angles,
 )
 from handmocap.models.iknet import PoseSampler, fk
 from handmocap.retarget.camera import intrinsics_from_fov, project
@@ -91,6 +93,24 @@ def test_anatomical_angles_invert_the_limits_map(hands):
         torch.as_tensor(spread_signs(hand.rest_frames, hand.rest_positions)[idx]),
     ).numpy()  # fmt: skip
     np.testing.assert_allclose(back, angles[:, idx], atol=1e-6)
+
+
+def test_the_fits_angle_map_gives_the_anatomical_angles_of_both_sides(hands):
+    hand = hands["right"]
+    idx = WEBXR_FOR_MANO[1:]
+    frames = hand.rest_frames[idx]
+    signs = spread_signs(hand.rest_frames, hand.rest_positions)[idx]
+    rng = np.random.default_rng(2)
+    lim = limits_array()[idx]
+    # Inside and well beyond the limits (up to 40 degrees over), as during a fit.
+    angles = lim[..., 0] - 40 + rng.uniform(size=(20, 15, 3)) * (lim[..., 1] - lim[..., 0] + 80)
+    local = torch.as_tensor(angles_to_local_rotations(angles, frames, signs), dtype=torch.float32)
+    mirror = torch.as_tensor(np.diag([-1.0, 1.0, 1.0]), dtype=torch.float32)
+    f32, s32 = torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(signs)
+    for mirrored, rots in ((False, local), (True, mirror @ local @ mirror)):
+        seen = mapped_angles(rots, angle_map(frames, mirrored), s32).numpy()
+        expected = anatomical_angles(local, f32, s32).numpy()
+        np.testing.assert_allclose(seen, expected, atol=2e-3)  # degrees, float32
 
 
 def test_initial_translation_solves_exact_projections():
