@@ -31,11 +31,15 @@ Every function takes and returns plain arrays; image coordinates are pixels, x r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .geometry import Roi
+
+if TYPE_CHECKING:
+    from .hand_landmarks import HandLandmarks
 
 # MediaPipe keypoint order: 0 wrist, then 4 per finger (thumb, index, middle, ring, pinky).
 PALM_POLYGON = (0, 1, 2, 5, 9, 13, 17)
@@ -73,9 +77,11 @@ class DeocclusionConfig:
     behind a known one (:func:`remove_hand`; the tracker's search for a hidden hand): the
     back hand of ``two_stacked`` came at 0.72, and on the real office clip (one hand, 63
     searches) the most was 0.50. ``hold_presence`` is the least presence at which a
-    followed hand beside the other one is kept on a cleaned estimate that lies where it
-    should be (:func:`hold`): a fully covered hand's cleaned crop came under 0.2 on the
-    tutting clip.
+    followed hand beside the other one is kept on a cleaned estimate (:func:`hold`): the
+    stacked back hand came at 0.42 to 0.49 where it was dropped, and a hand the other one
+    covers whole came under 0.2 on the tutting clip. Presence alone does not tell a hand
+    (those office searches found nothing at up to 0.50), so the estimate must also lie
+    within ``gate`` of where the followed hand should be.
     """
 
     enabled: bool = True
@@ -334,12 +340,11 @@ def choose(scores: list[float], config: DeocclusionConfig) -> int:
     return best if best > 0 and scores[best] < scores[0] - config.prefer else 0
 
 
-def hold(options: list, expected: np.ndarray, config: DeocclusionConfig) -> int:
-    """Index of the cleaned estimate (1, 2, ...) in ``options`` (landmark estimates with
-    ``image_xyz`` (21, 3) px and ``presence``, or None where not run; index 0 is the
-    original crop's) that keeps a followed hand beside the other one when its first
-    estimate strayed and no cleaned one reached the tracker's ``min_presence``, or 0
-    (the hand is let go): the nearest to ``expected`` (21, 2) px among those with presence
+def hold(options: list[HandLandmarks], expected: np.ndarray, config: DeocclusionConfig) -> int:
+    """Index of the cleaned estimate (1, 2, ...) in ``options`` (index 0 is the original
+    crop's) that keeps a followed hand beside the other one when its first estimate strayed
+    and no cleaned one reached the tracker's ``min_presence``, or 0 (the hand is let go):
+    the nearest to ``expected`` (21, 2) px among those with presence
     ``config.hold_presence`` or more, if within ``config.gate`` palm lengths of it.
 
     A hand covered by the other is still there, and the network's presence falls as less
@@ -348,7 +353,7 @@ def hold(options: list, expected: np.ndarray, config: DeocclusionConfig) -> int:
     near = [
         (disagreement(h.image_xyz[:, :2], expected), k)
         for k, h in enumerate(options)
-        if k and h is not None and h.presence >= config.hold_presence
+        if k and h.presence >= config.hold_presence
     ]
     gap, best = min(near, default=(np.inf, 0))
     return best if gap <= config.gate else 0

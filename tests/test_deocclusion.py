@@ -233,8 +233,8 @@ def test_hold_keeps_a_faint_cleaned_estimate_only_where_the_hand_should_be():
     # Near at presence 0.42: kept. The original crop's estimate (index 0) never is: the
     # stage holds on cleaned crops only.
     assert de.hold([original, estimate(far, 0.45), estimate(near, 0.42)], expected, config) == 2
-    assert de.hold([original, estimate(near, 0.42), None], expected, config) == 1
+    assert de.hold([original, estimate(near, 0.42), estimate(near, 0.1)], expected, config) == 1
     # Too faint, or too far from where the hand should be: let go.
-    assert de.hold([original, estimate(near, 0.25), None], expected, config) == 0
-    assert de.hold([original, None, estimate(far, 0.49)], expected, config) == 0
-    assert de.hold([original, None, None], expected, config) == 0
+    assert de.hold([original, estimate(near, 0.25), estimate(near, 0.1)], expected, config) == 0
+    assert de.hold([original, estimate(near, 0.1), estimate(far, 0.49)], expected, config) == 0
+    assert de.hold([original], expected, config) == 0
