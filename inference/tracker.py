@@ -162,6 +162,10 @@ class HandTracker:
         self._next_id = 0
         self._since_detect = 0
         self._hunt = 0
+        # Frames since the last search for a hidden hand, and whether it saw a faint one
+        # (True at first: the first detector frame searches).
+        self._since_search = 0
+        self._search_saw = True
         self._right_prob: dict[int, float] = {}  # running handedness per live or lost track
         self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
@@ -181,6 +185,7 @@ class HandTracker:
         rois = dict(self._tracks)
         flags = dict.fromkeys(rois, FrameFlag.TRACKED)
         self._since_detect += 1
+        self._since_search += 1
         missing = len(rois) < cfg.max_hands
         self._look_where_lost(rois, flags)
         due = self._hunt > 0 or self._since_detect >= cfg.redetect_every
@@ -214,7 +219,8 @@ class HandTracker:
             i: h for i, h in hands.items() if h.presence >= cfg.min_presence or i in self._held
         }
         kept = self._assign(found, flags)
-        if detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands:
+        searching = detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands
+        if searching and self._search_due():
             self._search_hidden(image_rgb, kept, flags)
         touching = self._touching(kept)
         ahead = {i: 1 + self._lost.get(i, 0) for i in kept}
@@ -351,6 +357,8 @@ class HandTracker:
             if painted is not None:
                 todo.append((painted, h.roi))
         found = self.landmarker.estimate([im for im, _ in todo], [roi for _, roi in todo])
+        self._since_search = 0
+        self._search_saw = any(h.presence >= cfg.deocclusion.hold_presence for h in found)
         for h in found:
             xy = h.image_xyz[:, :2]
             if len(kept) >= cfg.max_hands or h.presence < cfg.deocclusion.search_presence:
@@ -369,6 +377,13 @@ class HandTracker:
             flags[i] = FrameFlag.DETECTED | FrameFlag.DEOCCLUDED
             self.deoccluded += 1
         self.deocclusion_seconds += time.perf_counter() - started
+
+    def _search_due(self) -> bool:
+        """Whether a detector frame also looks for a hidden hand: while a track is hunted
+        for, while the last search saw a faint hand (``hold_presence``), else once every
+        ``search_every`` frames."""
+        cfg = self.config.deocclusion
+        return self._hunt > 0 or self._search_saw or self._since_search >= cfg.search_every
 
     def _lost_near(self, xy: np.ndarray) -> int | None:
         """The lost track whose hand should be nearest the (21, 2) keypoints ``xy``,
