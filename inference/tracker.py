@@ -20,10 +20,10 @@ hands"):
   crop of the other hand.
 - A hand found again near where a lost track of its side should be takes that id back;
   while a track is hunted for, a new hand elsewhere does not take its place.
-- While fewer than ``max_hands`` are followed, each time the detector runs, the known
-  hands are painted out of their crops and the landmark network looks there for a hand
-  hidden behind them (one palm on the back of the other: the detector cannot see the
-  back palm).
+- While fewer than ``max_hands`` are followed, on detector frames when a search is due
+  (:meth:`HandTracker._search_due`), the known hands are painted out of their crops and
+  the landmark network looks there for a hand hidden behind them (one palm on the back
+  of the other: the detector cannot see the back palm).
 """
 
 from __future__ import annotations
@@ -169,7 +169,6 @@ class HandTracker:
         self._right_prob: dict[int, float] = {}  # running handedness per live or lost track
         self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
-        self._held: set[int] = set()  # tracks kept this frame under min_presence (_deocclude)
         self._lost: dict[int, int] = {}  # id -> frames since lost
         self._frame = 0
         self.background = de.Background()
@@ -212,12 +211,10 @@ class HandTracker:
             hands |= self._landmarks(image_rgb, rois, [i for i in rois if i not in hands])
         overlaps = self._overlaps(rois)
         self._overlapping = {i for i, others in overlaps.items() if others}
-        self._held = set()
+        held = set()  # kept under min_presence (deocclusion.hold)
         if cfg.deocclusion.enabled and self._overlapping:
-            self._deocclude(image_rgb, rois, overlaps, hands, flags)
-        found = {
-            i: h for i, h in hands.items() if h.presence >= cfg.min_presence or i in self._held
-        }
+            held = self._deocclude(image_rgb, rois, overlaps, hands, flags)
+        found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence or i in held}
         kept = self._assign(found, flags)
         searching = detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands
         if searching and self._search_due():
@@ -282,13 +279,14 @@ class HandTracker:
         overlaps: dict[int, list[int]],
         hands: dict[int, lm.HandLandmarks],
         flags: dict[int, FrameFlag],
-    ) -> None:
+    ) -> set[int]:
         """Where known hands' crops overlap and a hand's estimate strays from where it
         should be (more than ``DeocclusionConfig.gate``), estimate it again on its crop
         cleaned of the other hands (:mod:`.deocclusion`) and keep the cleaned estimate
         where it agrees better; those frames are flagged ``DEOCCLUDED``. A followed hand
         whose estimates all fail is held on a faint cleaned one that lies where it should
-        be (:func:`.deocclusion.hold`). Costs nothing when no two crops overlap."""
+        be (:func:`.deocclusion.hold`); returns the ids held so. Costs nothing when no two
+        crops overlap."""
         cfg = self.config.deocclusion
         started = time.perf_counter()
         expected = {i: self._expected(i) for i in overlaps}
@@ -315,9 +313,10 @@ class HandTracker:
                 )
                 if cleaned is not None:
                     jobs.append((i, cleaned))
+        held: set[int] = set()
         if not jobs:
             self.deocclusion_seconds += time.perf_counter() - started
-            return
+            return held
         images = [im for _, c in jobs for im in (c.removal, c.deocclusion)]
         again = self.landmarker.estimate(images, [rois[i] for i, _ in jobs for _ in range(2)])
         for k, (i, _) in enumerate(jobs):
@@ -326,12 +325,13 @@ class HandTracker:
             if not pick and score(i, options[0]) > cfg.gate and i in self._tracks:
                 pick = de.hold(options, expected[i], cfg)
                 if pick:
-                    self._held.add(i)
+                    held.add(i)
             if pick:
                 hands[i] = options[pick]
                 flags[i] |= FrameFlag.DEOCCLUDED
                 self.deoccluded += 1
         self.deocclusion_seconds += time.perf_counter() - started
+        return held
 
     def _search_hidden(
         self, image_rgb: np.ndarray, kept: dict[int, lm.HandLandmarks],
