@@ -12,6 +12,13 @@ solution run the same way (docs/architecture.md, "Speed and threads").
   load against the quiet ratio.
 - **Where the time goes**: the parts of the capture from the take's ``timings``, start-up
   (interpreter and imports) and the rest (writing the take, exit) from the process's wall.
+- **CPU by stage**: the same capture again with ``--skip-mano`` and with ``--skip-mano
+  --no-deocclusion`` (whole processes, medians of CPU seconds): what tracking alone costs
+  against MediaPipe's solution, and what the de-occlusion stage and the MANO stage (torch's
+  import, the fit, the prior) add to it.
+- **The landmark network per crop**: the ported ONNX network under ONNX Runtime against the
+  ``.tflite`` it was ported from under LiteRT's XNNPACK delegate (MediaPipe's runtime), one
+  thread each, alternated blocks of calls on the same input.
 - **Memory**: peak resident memory of a capture of a 21,080-frame input (the office clip at
   640x360, forward and back 17 times) against one of 2,480 frames.
 
@@ -91,9 +98,9 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def engine_cmd(video: Path, take: Path) -> list[str]:
+def engine_cmd(video: Path, take: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "handmocap.inference", "capture", str(video), "-o", str(take),
-            "--progress", "none"]  # fmt: skip
+            "--progress", "none", *flags]  # fmt: skip
 
 
 def mediapipe_cmd(video: Path) -> list[str]:
@@ -211,10 +218,12 @@ def suite_profile(ref: float):
                 if condition == "quiet":
                     quiet_ratio[name] = wall_ratio
                     metrics += _profile_metrics(name, ours, take)
+                    metrics += _stage_cpu_metrics(name, video, take, ours, theirs, repeats)
                 else:
                     kept = wall_ratio / quiet_ratio[name]
                     note = "speed vs MediaPipe: loaded / quiet (bar >= 0.75)"
                     metrics.append(Metric(f"{name}_load_ratio_vs_quiet", round(kept, 3), "x", note))
+    metrics += _network_metrics()
     metrics += _memory_metrics(tmp, take)
     return Result("profile", suite_profile.__doc__ or "", ref, tuple(metrics))
 
@@ -237,6 +246,82 @@ def _profile_metrics(name: str, ours: list[ProcessRun], take: Path) -> list:
                       "backend choice, video open, writing the take, exit"))  # fmt: skip
     out.append(Metric(f"{name}_peak_memory_mb", round(ours[-1].peak_mb, 1), "MB"))
     return out
+
+
+def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun],
+                       mediapipe: list[ProcessRun], repeats: int) -> list:  # fmt: skip
+    """CPU seconds of the capture without the MANO stage and without both it and the
+    de-occlusion stage (``repeats`` alternated runs each, medians), the stages' shares
+    by difference with the full capture's ``full`` runs, and tracking alone against
+    MediaPipe's ``mediapipe`` runs."""
+    from .suites import Metric
+
+    no_mano, tracking = [], []
+    for _ in range(repeats):
+        no_mano.append(run_process(engine_cmd(video, take, "--skip-mano")))
+        tracking.append(run_process(engine_cmd(video, take, "--skip-mano", "--no-deocclusion")))
+    cpu_full, cpu_no_mano = _median(full, "cpu_s"), _median(no_mano, "cpu_s")
+    cpu_tracking, cpu_mp = _median(tracking, "cpu_s"), _median(mediapipe, "cpu_s")
+    note = f"median of {repeats} whole processes"
+    return [
+        Metric(f"{name}_cpu_no_mano_s", round(cpu_no_mano, 2), "s", f"--skip-mano, {note}"),
+        Metric(f"{name}_cpu_tracking_only_s", round(cpu_tracking, 2), "s",
+               f"--skip-mano --no-deocclusion, {note}"),
+        Metric(f"{name}_cpu_mano_stage_s", round(cpu_full - cpu_no_mano, 2), "s",
+               "full capture less --skip-mano: torch's import, the fit, the prior"),
+        Metric(f"{name}_cpu_deocclusion_stage_s", round(cpu_no_mano - cpu_tracking, 2), "s",
+               "--skip-mano less --skip-mano --no-deocclusion"),
+        Metric(f"{name}_tracking_only_cpu_vs_mediapipe", round(cpu_tracking / cpu_mp, 3), "x",
+               "tracking alone (the same two networks as MediaPipe's) against its solution"),
+    ]  # fmt: skip
+
+
+def _network_metrics(calls: int = 50, blocks: int = 4) -> list:
+    """Milliseconds per crop of the landmark network, one thread: the port under ONNX
+    Runtime against the original ``.tflite`` under LiteRT's XNNPACK delegate, alternated
+    blocks of ``calls`` calls, median over all calls."""
+    from handmocap.inference.backend import choose_backend, create_session
+    from handmocap.models.mediapipe_port import built_mediapipe_models
+
+    from .suites import Metric
+
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        return [Metric("landmark_network", "absent", "", "tflite_runtime not installed")]
+    files = built_mediapipe_models()
+    session = create_session(files.hand_landmark, choose_backend("cpu"), threads=1)
+    litert = Interpreter(model_path=str(files.tflite("hand_landmark")), num_threads=1)
+    litert.allocate_tensors()
+    slot = litert.get_input_details()[0]["index"]
+    x = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+
+    def run_onnx() -> None:
+        session.run(None, {"image": x})
+
+    def run_litert() -> None:
+        litert.set_tensor(slot, x)
+        litert.invoke()
+
+    times: dict[str, list[float]] = {"onnx": [], "litert": []}
+    for fn in (run_onnx, run_litert):  # warm-up
+        for _ in range(5):
+            fn()
+    for _ in range(blocks):
+        for key, fn in (("onnx", run_onnx), ("litert", run_litert)):
+            for _ in range(calls):
+                started = time.perf_counter()
+                fn()
+                times[key].append(1000 * (time.perf_counter() - started))
+    onnx_ms, litert_ms = statistics.median(times["onnx"]), statistics.median(times["litert"])
+    note = f"one thread, median of {calls * blocks} calls"
+    return [
+        Metric("landmark_network_onnxruntime_ms", round(onnx_ms, 2), "ms", note),
+        Metric("landmark_network_litert_ms", round(litert_ms, 2), "ms",
+               "the .tflite the port read, XNNPACK, " + note),
+        Metric("landmark_network_onnxruntime_vs_litert", round(litert_ms / onnx_ms, 3), "x",
+               "LiteRT's time / ours (above 1: ours is faster)"),
+    ]  # fmt: skip
 
 
 def _memory_metrics(tmp: Path, take: Path) -> list:
