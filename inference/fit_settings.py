@@ -23,7 +23,11 @@ class FitConfig:
     """Refinement settings. Distances in metres, pixels in px; weights are unitless."""
 
     iterations: int = 120
-    lr: float = 0.05
+    lr: float = 0.05  # Adam's step for the rotations (6D) and the shape
+    # Adam's step for the wrist's translation, metres: Adam moves every parameter by about
+    # its rate at first, and 5 cm steps shook a wrist that the initial solve already places
+    # (docs/architecture.md, "Data flow").
+    lr_translation: float = 0.01
     w_3d: float = 0.3
     w_2d: float = 0.5
     w_limits: float = 0.5
@@ -38,8 +42,8 @@ class FitConfig:
     window: int = 2048
 
     def validated(self) -> FitConfig:
-        if self.iterations < 0 or self.lr <= 0:
-            raise HandmocapError("iterations must be >= 0 and lr > 0")
+        if self.iterations < 0 or self.lr <= 0 or self.lr_translation <= 0:
+            raise HandmocapError("iterations must be >= 0, lr and lr_translation > 0")
         if self.window < 16:
             raise HandmocapError(f"the fit's window must be >= 16 frames, got {self.window}")
         return self

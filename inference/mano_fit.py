@@ -268,12 +268,16 @@ class Adam:
     """Adam (Kingma and Ba, 2015) with torch.optim.Adam's defaults: betas (0.9, 0.999),
     eps 1e-8, no weight decay. Written here because torch.optim imports torch._dynamo when
     the first optimiser is built: measured 1.0 s and 76 MB on every capture
-    (docs/architecture.md, "Speed and threads")."""
+    (docs/architecture.md, "Speed and threads"). ``lr`` is one rate for every parameter,
+    or one per parameter (torch.optim's parameter groups of one tensor each)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float,
+    def __init__(self, params: list[torch.Tensor], lr: float | list[float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):  # fmt: skip
         self.params = params
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.lrs = list(lr) if isinstance(lr, list) else [lr] * len(params)
+        if len(self.lrs) != len(params):
+            raise ValueError(f"{len(self.lrs)} learning rates for {len(params)} parameters")
+        self.betas, self.eps = betas, eps
         self.steps = 0
         self._m = [torch.zeros_like(p) for p in params]
         self._v = [torch.zeros_like(p) for p in params]
@@ -289,13 +293,13 @@ class Adam:
         self.steps += 1
         correction1 = 1.0 - b1**self.steps
         root_correction2 = math.sqrt(1.0 - b2**self.steps)
-        for p, m, v in zip(self.params, self._m, self._v, strict=True):
+        for p, m, v, lr in zip(self.params, self._m, self._v, self.lrs, strict=True):
             if p.grad is None:
                 continue
             m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
             v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
             denom = (v.sqrt() / root_correction2).add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / correction1)
+            p.addcdiv_(m, denom, value=-lr / correction1)
 
 
 class ManoFitter:
@@ -397,7 +401,7 @@ class ManoFitter:
         size_px = torch.as_tensor(
             np.linalg.norm(np.ptp(uv, axis=1), axis=-1), dtype=torch.float32
         ).clamp_min(1.0)
-        opt = Adam([*params, transl], lr=cfg.lr)
+        opt = Adam([*params, transl], lr=[cfg.lr] * len(params) + [cfg.lr_translation])
 
         def camera_keypoints():
             r = rot6d_to_matrix(rot6)

@@ -278,6 +278,38 @@ def test_our_adam_takes_the_steps_torch_adam_takes():
     assert float((ours.detach() - theirs.detach()).abs().max()) < 1e-5 * max(1.0, moved)
 
 
+def test_our_adam_with_a_rate_per_parameter_follows_torch_parameter_groups():
+    """The fit steps the wrist's translation at its own rate (``FitConfig.lr_translation``):
+    with one rate per parameter our Adam follows torch.optim.Adam given one parameter group
+    per tensor, to 1e-5 of the distance travelled, and the slower parameter travels less."""
+    from handmocap.errors import HandmocapError
+    from handmocap.inference.mano_fit import Adam
+
+    rng = np.random.default_rng(4)
+    target = torch.as_tensor(rng.normal(size=(2, 30, 3)), dtype=torch.float32)
+    starts = [torch.as_tensor(rng.normal(size=(30, 3)), dtype=torch.float32) for _ in range(2)]
+    ours = [torch.nn.Parameter(x.clone()) for x in starts]
+    theirs = [torch.nn.Parameter(x.clone()) for x in starts]
+    opt_ours = Adam(ours, lr=[0.05, 0.01])
+    opt_theirs = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.05},
+                                   {"params": [theirs[1]], "lr": 0.01}])  # fmt: skip
+    for _ in range(150):
+        for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            loss = sum((torch.sin(p) * t).sum() + (p - t).pow(2).sum() * 0.1
+                       for p, t in zip(params, target, strict=True))  # fmt: skip
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    moved = [float((p.detach() - x).abs().max()) for p, x in zip(theirs, starts, strict=True)]
+    assert moved[0] > 0.5 and moved[1] < moved[0]
+    for a, b, m in zip(ours, theirs, moved, strict=True):
+        assert float((a.detach() - b.detach()).abs().max()) < 1e-5 * max(1.0, m)
+    with pytest.raises(ValueError, match="2 learning rates for 3 parameters"):
+        Adam([*ours, ours[0]], lr=[0.05, 0.01])
+    with pytest.raises(HandmocapError, match="lr_translation"):
+        FitConfig(lr_translation=0.0).validated()
+
+
 def test_a_track_longer_than_the_window_is_fitted_in_windows_with_one_shape(hands):
     """Memory stays flat on long videos because a long track is fitted window by window:
     a 120-frame track through 32-frame windows recovers its joints as well as the one-piece
