@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -271,10 +271,10 @@ class Adam:
     (docs/architecture.md, "Speed and threads"). ``lr`` is one rate for every parameter,
     or one per parameter (torch.optim's parameter groups of one tensor each)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float | list[float],
+    def __init__(self, params: list[torch.Tensor], lr: float | Sequence[float],
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):  # fmt: skip
         self.params = params
-        self.lrs = list(lr) if isinstance(lr, list) else [lr] * len(params)
+        self.lrs = [float(lr)] * len(params) if isinstance(lr, int | float) else list(lr)
         if len(self.lrs) != len(params):
             raise ValueError(f"{len(self.lrs)} learning rates for {len(params)} parameters")
         self.betas, self.eps = betas, eps

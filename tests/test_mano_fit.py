@@ -290,7 +290,7 @@ def test_our_adam_with_a_rate_per_parameter_follows_torch_parameter_groups():
     starts = [torch.as_tensor(rng.normal(size=(30, 3)), dtype=torch.float32) for _ in range(2)]
     ours = [torch.nn.Parameter(x.clone()) for x in starts]
     theirs = [torch.nn.Parameter(x.clone()) for x in starts]
-    opt_ours = Adam(ours, lr=[0.05, 0.01])
+    opt_ours = Adam(ours, lr=(0.05, 0.01))  # any sequence of rates
     opt_theirs = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.05},
                                    {"params": [theirs[1]], "lr": 0.01}])  # fmt: skip
     for _ in range(150):
