@@ -111,6 +111,13 @@ OWNER_MARGIN = 0.6
 # A new hand takes a lost track's id only within this many palm lengths of where that
 # track's hand should be (three hands in view: the third is not the one that was lost).
 RETURN_RADIUS = 3.0
+# A hand found behind a kept one (the kept hand painted out of its crop) must lie at least
+# this share of a palm's length from it: the network can still find the painted hand in
+# what the paint left of its edges (0.31 and 0.49 from it on the tutting clip's two
+# encodes, on that hand's place or half on it), and a hand underneath lies further off
+# (0.76 on the stacked clip, 1.05-1.22 on the others; docs/architecture.md, "Two
+# interacting hands").
+SEARCH_APART = 0.6
 # A handedness beyond this (or below 1 - this) is a confident call of one side.
 CONFIDENT_SIDE = 0.8
 
@@ -363,7 +370,7 @@ class HandTracker:
             xy = h.image_xyz[:, :2]
             if len(kept) >= cfg.max_hands or h.presence < cfg.deocclusion.search_presence:
                 continue
-            if any(_same_hand(xy, o.image_xyz[:, :2]) for o in kept.values()):
+            if any(_same_hand(xy, o.image_xyz[:, :2], SEARCH_APART) for o in kept.values()):
                 continue
             i = self._lost_near(xy)
             if i is not None:

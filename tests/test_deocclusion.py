@@ -1,14 +1,19 @@
 """The de-occlusion stage's numpy/OpenCV parts on numbers (inference/deocclusion.py):
-silhouettes, fills, the background, the centre filter and the decision."""
+silhouettes, fills, the background, the centre filter and the decision; and the tracker's
+rule for a hand found behind another."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from handmocap.inference import deocclusion as de
 from handmocap.inference.geometry import Roi
-from handmocap.inference.hand_landmarks import HandLandmarks
+from handmocap.inference.hand_landmarks import HandLandmarks, roi_from_landmarks
+from handmocap.inference.tracker import HandTracker, TrackerConfig
+from handmocap.take import FrameFlag
 
 CONFIG = de.DeocclusionConfig()
 
@@ -238,3 +243,41 @@ def test_hold_keeps_a_faint_cleaned_estimate_only_where_the_hand_should_be():
     assert de.hold([original, estimate(near, 0.25), estimate(near, 0.1)], expected, config) == 0
     assert de.hold([original, estimate(near, 0.1), estimate(far, 0.49)], expected, config) == 0
     assert de.hold([original], expected, config) == 0
+
+
+class _Landmarks:
+    """Stands in for the landmark network: every crop shows the hands given, in order."""
+
+    def __init__(self, hands: list[HandLandmarks]):
+        self.hands = hands
+
+    def estimate(self, images, rois, alone=True) -> list[HandLandmarks]:
+        return self.hands[: len(rois)]
+
+
+def test_a_hand_found_behind_another_must_lie_clearly_apart_from_it():
+    """The search paints the kept hand out of its crop and looks again; what it finds
+    within 0.6 palm lengths of the kept hand (mean over keypoints) is what the paint left
+    of that hand, not a hand underneath. 0.45 palm lengths is beyond the 0.3 that makes
+    two estimates one hand elsewhere, so this needs the search's own bar."""
+    palm = 80.0
+    front_xy = _open_hand((320.0, 300.0), palm_px=palm)
+    image = np.full((480, 640, 3), 90, np.uint8)
+
+    def hand(xy: np.ndarray, presence: float) -> HandLandmarks:
+        xyz = np.zeros((21, 3))
+        xyz[:, :2] = xy
+        return HandLandmarks(xyz, np.zeros((21, 3)), presence, 0.5, roi_from_landmarks(xy))
+
+    for apart, joins in ((0.45, False), (0.8, True)):
+        found = hand(front_xy + np.array([apart * palm, 0.0]), presence=0.9)
+        tracker = HandTracker(
+            TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([found])
+        )
+        tracker._next_id = 1  # as after the kept hand's track was made
+        kept, flags = {0: hand(front_xy, 0.95)}, {0: FrameFlag.TRACKED}
+        tracker._search_hidden(image, kept, flags)
+        assert (1 in kept) == joins, apart
+        if joins:
+            assert flags[1] == FrameFlag.DETECTED | FrameFlag.DEOCCLUDED
+            assert kept[1] is found
