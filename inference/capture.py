@@ -27,7 +27,14 @@ from handmocap.take import (
 )
 
 from .fit_settings import FitConfig, fit_assets
-from .hand_identity import decide_sides, drop_phantoms, join_reappearing, keep_side
+from .hand_identity import (
+    SLIP_WINDOW_SECONDS,
+    decide_sides,
+    drop_phantoms,
+    drop_slips,
+    join_reappearing,
+    keep_side,
+)
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
@@ -149,8 +156,9 @@ def capture(
        from ``config.tracker``, which also cleans the crops of two overlapping hands,
        :mod:`.deocclusion`); then the tracks are settled over the whole clip
        (:mod:`.hand_identity`: phantoms dropped, sides decided, a hand that came back
-       joined to its track, and for a one-side capture ``config.hands`` the other side
-       dropped, with a warning in the header when only the other side was seen).
+       joined to its track, a row that slipped onto the other hand dropped, and for a
+       one-side capture ``config.hands`` the other side dropped, with a warning in the
+       header when only the other side was seen).
     2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
        translation, fitted 3D keypoints) with the open hand model or ``config.mano_dir``,
        through intrinsics from ``config.fov_deg`` (else a guessed field of view, recorded
@@ -209,7 +217,8 @@ def capture(
     # One person's two hands: a hand back after any gap is the one that left.
     one_person = tracker.config.max_hands <= 2
     gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
-    tracks, side_warning = keep_side(join_reappearing(tracks, gap), config.hands)
+    tracks = drop_slips(join_reappearing(tracks, gap), round(SLIP_WINDOW_SECONDS * info.fps))
+    tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:
         log.warning(side_warning)
     k = intrinsics_from_fov(info.width, info.height, fov)

@@ -1,6 +1,7 @@
 """Tracks settled over the whole clip (inference/hand_identity.py): a hand lost and found
 again is one track (so the motion prior can fill the frames it was hidden), phantoms are
-dropped, two hands at once are a left and a right, a one-side capture keeps its side."""
+dropped, two hands at once are a left and a right, a row that slipped onto the other hand
+goes, a one-side capture keeps its side."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from handmocap.inference.hand_identity import (
     decide_sides,
     drop_phantoms,
+    drop_slips,
     join_reappearing,
     keep_side,
     side_evidence,
@@ -128,3 +130,38 @@ def test_a_hand_that_appears_far_from_where_one_was_lost_is_another_hand() -> No
     far = replace(new, keypoints_2d=np.broadcast_to(away, new.keypoints_2d.shape))
     assert len(join_reappearing((lost, near), max_gap=None)) == 1  # 2.5 palm lengths
     assert len(join_reappearing((lost, far), max_gap=None)) == 2
+
+
+def _crossing(track_id: int, start_x: float, y: float, frames: np.ndarray) -> Track:
+    """A hand (palm 80 px) moving 20 px a frame from ``start_x`` (frame 0) toward the
+    other side, seen on ``frames``."""
+    shape = np.random.default_rng(3).uniform(-40.0, 40.0, (21, 2))
+    shape[0], shape[9] = (0.0, 40.0), (0.0, -40.0)
+    step = 20.0 if start_x < 300 else -20.0
+    centres = np.stack([start_x + step * frames, np.full(frames.size, y)], axis=1)
+    track = _track(track_id, 0, frames.size - 1, 0.9 if track_id else 0.1)
+    return replace(track, frames=frames, keypoints_2d=(centres[:, None] + shape).astype(np.float32))
+
+
+def test_a_row_that_slipped_onto_the_lost_other_hand_is_dropped() -> None:
+    """Hands crossing at frame 10 (A rightward at y 240, B leftward at y 260), B lost on
+    frames 9-12. On frame 11 A's lines put A at x 320 and B at x 280; A's row there lies
+    between them, 20 px from B's place and 25 px from its own: it goes, and nothing else.
+    It stays where B was seen that frame (two estimates on one hand are the tracker's
+    business), where B's line has no row within the window, and where it lies on A."""
+    frames = np.arange(21)
+    a = _crossing(0, 100.0, 240.0, frames)
+    b = _crossing(1, 500.0, 260.0, frames[~np.isin(frames, [9, 10, 11, 12])])
+    slipped = a.keypoints_2d.copy()
+    slipped[11] += np.array([298.0 - 320.0, 252.0 - 240.0], np.float32)
+    a_slipped = replace(a, keypoints_2d=slipped)
+
+    out_a, out_b = drop_slips((a_slipped, b), window=15)
+    assert np.array_equal(out_a.frames, frames[frames != 11])
+    np.testing.assert_array_equal(out_a.keypoints_2d, np.delete(slipped, 11, axis=0))
+    assert out_b is b
+
+    b_seen = _crossing(1, 500.0, 260.0, frames)
+    assert drop_slips((a_slipped, b_seen), window=15)[0] is a_slipped
+    assert drop_slips((a_slipped, b), window=2)[0] is a_slipped  # B's last row: frame 8
+    assert drop_slips((a, b), window=15)[0] is a
