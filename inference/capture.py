@@ -217,7 +217,10 @@ def capture(
     # One person's two hands: a hand back after any gap is the one that left.
     one_person = tracker.config.max_hands <= 2
     gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
-    tracks = drop_slips(join_reappearing(tracks, gap), round(SLIP_WINDOW_SECONDS * info.fps))
+    tracks = join_reappearing(tracks, gap)
+    rows = sum(len(t) for t in tracks)
+    tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
+    slipped = rows - sum(len(t) for t in tracks)
     tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:
         log.warning(side_warning)
@@ -253,7 +256,7 @@ def capture(
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
-            stages=stage_facts(config, prior, tracker),
+            stages=stage_facts(config, prior, tracker, slipped),
             timings={name: round(value, 4) for name, value in timings.items()},
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
@@ -285,15 +288,19 @@ def tracker_config(config: CaptureConfig) -> TrackerConfig:
     return replace(config.tracker, max_hands=2)
 
 
-def stage_facts(config: CaptureConfig, prior: PriorReport | None, tracker: HandTracker) -> dict:
-    """The header's record of the optional stages that ran and their settings."""
+def stage_facts(
+    config: CaptureConfig, prior: PriorReport | None, tracker: HandTracker, slipped: int = 0
+) -> dict:
+    """The header's record of the optional stages that ran and their settings, and of
+    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`)."""
     deocc = tracker.config.deocclusion
     facts: dict = {
         "deocclusion": {
             "enabled": deocc.enabled,
             "frames": tracker.deoccluded,
             "seconds": round(tracker.deocclusion_seconds, 3),
-        }
+        },
+        "identity": {"slipped_rows_dropped": slipped},
     }
     if config.fit_mano:
         facts["mano_fit"] = {"iterations": config.fit.iterations}

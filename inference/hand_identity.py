@@ -127,9 +127,9 @@ def drop_slips(tracks: tuple[Track, ...], window: int) -> tuple[Track, ...]:
     of ``two_crossing``'s second render, three such rows were 0.61-0.80 as far from the
     lost hand's line as from their own; every other row with its partner lost, 99 rows
     over the ``two_hands`` suite's clips and ten-pass clips, was 1.54 times as far or
-    more). The tracker cannot tell in
-    the moment, with neither hand's future in view. A dropped row becomes a gap that the
-    motion prior fills. The first and last rows are never dropped."""
+    more). The tracker cannot tell in the moment, with neither hand's future in view. A
+    dropped row becomes a gap that the motion prior fills. The first and last rows are
+    never dropped."""
     drop = {t.track_id: np.zeros(len(t), bool) for t in tracks}
     for a in tracks:
         for b in tracks:

@@ -112,6 +112,8 @@ def test_the_take_records_what_the_stage_did():
     flagged = sum(int(np.sum(t.flags & FrameFlag.DEOCCLUDED > 0)) for t in on.tracks)
     assert facts["enabled"] and facts["frames"] >= 1 and facts["seconds"] > 0
     assert 1 <= flagged <= facts["frames"]
+    # the header also says how many rows the whole-clip pass dropped as slips
+    assert on.header.engine.stages["identity"]["slipped_rows_dropped"] in range(0, 48)
     tracker = TrackerConfig(deocclusion=DeocclusionConfig(enabled=False))
     off = capture(mp4, CaptureConfig(fit_mano=False, tracker=tracker)).take
     assert off.header.engine.stages["deocclusion"] == {"enabled": False, "frames": 0,
