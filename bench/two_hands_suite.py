@@ -295,7 +295,7 @@ def repeated_clip(
     truth = load_ground_truth(npz)
     n = truth.num_frames
     order = np.tile(np.r_[0:n, n - 2 : 0 : -1], cycles)
-    video = folder / f"{preset}_x{cycles}.mp4"
+    video = folder / f"{preset}_seed{seed}_x{cycles}.mp4"  # one folder may hold several
     if ping_pong(mp4, video, cycles) != len(order):
         raise HandmocapError(f"{mp4} does not hold the {n} frames its ground truth has")
     per_frame = {f.name: getattr(truth, f.name)[order] for f in fields(truth)
