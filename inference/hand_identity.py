@@ -126,10 +126,10 @@ def drop_slips(tracks: tuple[Track, ...], window: int) -> tuple[Track, ...]:
     frame: its estimate then lies between them, nearer the lost one (on the ten crossings
     of ``two_crossing``'s second render, three such rows were 0.61-0.80 as far from the
     lost hand's line as from their own; every other row with its partner lost, 99 rows
-    over the ``two_hands`` suite's clips and ten-pass clips, was 1.54 times as far or
-    more). The tracker cannot tell in the moment, with neither hand's future in view. A
-    dropped row becomes a gap that the motion prior fills. The first and last rows are
-    never dropped."""
+    over the ``two_hands`` suite's clips and ten-pass clips with lines within 15 frames,
+    was 1.54 times as far or more). The tracker cannot tell in the moment, with neither
+    hand's future in view. A dropped row becomes a gap that the motion prior fills. The
+    first and last rows are never dropped."""
     drop = {t.track_id: np.zeros(len(t), bool) for t in tracks}
     for a in tracks:
         for b in tracks:
