@@ -37,6 +37,8 @@ CLIPS: tuple[tuple[str, int, int | None], ...] = (
     ("two_tutting", 0, None),
     ("two_fingertips", 0, None),
 )
+# Captures with the stage per clip whose median gives its share of the capture time.
+TIMING_RUNS = 3
 OFFICE = ROOT.parent / "shared" / "data" / "real" / "one_hand_office.mp4"
 # The crossing played forward and back this many times (ten crossings, 470 frames): each
 # crossing clip above holds one, and a tracker can survive one crossing and not the next.
@@ -263,11 +265,17 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
                               "median, fitted 3D keypoints after the prior"))  # fmt: skip
         if on:
             metrics += _animated_metrics(tag, take, truth)
-            share = tracker.deocclusion_seconds / seconds
+            # The share from one capture moves by a few points on this shared machine:
+            # the median of this one and TIMING_RUNS - 1 more.
+            runs = [(tracker.deocclusion_seconds, seconds)]
+            for _ in range(TIMING_RUNS - 1):
+                _, again, again_tracker = _capture(mp4, True)
+                runs.append((again_tracker.deocclusion_seconds, again))
+            stage, whole = sorted(runs, key=lambda r: r[0] / r[1])[len(runs) // 2]
             metrics += [
-                Metric(f"{name}_stage_share_of_capture", round(share, 4), "share",
-                       f"{tracker.deocclusion_seconds:.2f} s of {seconds:.2f} s (whole "
-                       "capture: tracking, MANO fit, prior)"),
+                Metric(f"{name}_stage_share_of_capture", round(stage / whole, 4), "share",
+                       f"{stage:.2f} s of {whole:.2f} s (whole capture: tracking, MANO fit, "
+                       f"prior), the median of {TIMING_RUNS} captures"),
                 Metric(f"{name}_stage_frames_changed", tracker.deoccluded, "hand-frames"),
             ]  # fmt: skip
             metrics += _silhouette_metrics(name, truth, take)
