@@ -30,7 +30,7 @@ Every function takes and returns plain arrays; image coordinates are pixels, x r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
@@ -85,7 +85,8 @@ class DeocclusionConfig:
     detector does while a track is hunted for, or while the last search saw a hand at
     ``hold_presence`` or more; otherwise every ``search_every`` frames (30: 1 s at 30
     fps). On the office clip 61 of its 63 searches saw nothing at 0.3, and each costs a
-    landmark run.
+    landmark run. ``covered_crop`` is the least side of a covered hand's next crop, as a
+    share of the other hand's (:func:`widen_covered`; 0 turns it off).
     """
 
     enabled: bool = True
@@ -100,6 +101,7 @@ class DeocclusionConfig:
     search_presence: float = 0.6
     hold_presence: float = 0.3
     search_every: int = 30
+    covered_crop: float = 0.9
 
 
 def palm_length(xy: np.ndarray) -> float:
@@ -177,6 +179,21 @@ def crops_overlap(a: Roi, b: Roi) -> bool:
         a.corners().astype(np.float32), b.corners().astype(np.float32)
     )
     return area > 0.0
+
+
+def widen_covered(roi: Roi, others: list[Roi], share: float) -> Roi:
+    """``roi`` grown about its centre to a side of at least ``share`` of the largest of
+    the ``others`` crops' (the same crop when it is that large already, or with no
+    others), for a hand that lies under another.
+
+    The landmark network sees a covered hand smaller than it is (the stacked clip's back
+    hand had its hidden wrist 30-75 px too near its fingers), and each next crop comes
+    from that estimate, so the crop shrinks frame by frame and the hand is lost. The two
+    hands of one person at about one distance are about one size."""
+    if not others or share <= 0.0:
+        return roi
+    side = share * max(o.size for o in others)
+    return replace(roi, size=side) if roi.size < side else roi
 
 
 class Background:

@@ -177,6 +177,7 @@ class HandTracker:
         self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
         self._lost: dict[int, int] = {}  # id -> frames since lost
+        self._seen_clear: set[int] = set()  # tracks seen on a frame not touching another
         self._frame = 0
         self.background = de.Background()
         self.detector_runs = 0
@@ -243,10 +244,29 @@ class HandTracker:
         # frame) crops placed by the filter lagged onto the other hand's path and swapped
         # the two (docs/architecture.md, "Two interacting hands").
         self._tracks = {i: lm.roi_from_landmarks(h.image_xyz[:, :2]) for i, h in kept.items()}
+        self._widen_covered(flags, touching)
         self._frame += 1
         if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _widen_covered(self, flags: dict[int, FrameFlag], touching: set[int]) -> None:
+        """Give each covered hand a next crop of at least ``DeocclusionConfig.covered_crop``
+        of the other hand's (:func:`.deocclusion.widen_covered`). Covered: estimated on a
+        cleaned crop this frame and never seen clear of the other hand since its track
+        began (found under it by the search, or touching it throughout). A hand once
+        seen clear keeps the crops its own landmarks give: on the crossing clips the
+        hands pass at different depths (0.81 of each other's size), and a floor for every
+        touching hand cost identity switches there (docs/architecture.md, "Two
+        interacting hands")."""
+        self._seen_clear |= {
+            i for i in self._tracks if not flags[i] & FrameFlag.DEOCCLUDED and i not in touching
+        }
+        share = self.config.deocclusion.covered_crop
+        for i, roi in self._tracks.items():
+            if flags[i] & FrameFlag.DEOCCLUDED and i not in self._seen_clear:
+                others = [r for j, r in self._tracks.items() if j != i]
+                self._tracks[i] = de.widen_covered(roi, others, share)
 
     def _landmarks(self, image_rgb: np.ndarray, rois: dict[int, Roi], ids: list[int],
                    alone: bool = True) -> dict[int, lm.HandLandmarks]:  # fmt: skip

@@ -281,3 +281,39 @@ def test_a_hand_found_behind_another_must_lie_clearly_apart_from_it():
         if joins:
             assert flags[1] == FrameFlag.DETECTED | FrameFlag.DEOCCLUDED
             assert kept[1] is found
+
+
+def test_a_covered_hands_crop_is_widened_to_nine_tenths_of_the_other_hands():
+    """The network sees a hand under another smaller than it is; its next crop is grown
+    about its centre to 0.9 of the other hand's side (180 px beside a 200 px crop), and a
+    crop that large already, or a hand with no other beside it, keeps its own."""
+    small, other = Roi(300.0, 240.0, 120.0, 0.4), Roi(330.0, 250.0, 200.0, 0.0)
+    grown = de.widen_covered(small, [other, Roi(0.0, 0.0, 150.0, 0.0)], 0.9)
+    assert grown.size == pytest.approx(180.0)
+    assert (grown.cx, grown.cy, grown.rotation) == (300.0, 240.0, 0.4)
+    large = Roi(300.0, 240.0, 190.0, 0.4)
+    assert de.widen_covered(large, [other], 0.9) == large
+    assert de.widen_covered(small, [], 0.9) == small
+    assert de.widen_covered(small, [other], 0.0) == small
+
+
+def test_only_a_hand_never_seen_clear_of_the_other_gets_a_wider_crop():
+    """The tracker widens the next crop of a hand estimated on a cleaned crop only while
+    it has never been seen clear of the other hand (found under it): a hand once seen on
+    its own keeps the crop its landmarks give, since hands that cross pass at different
+    depths and sizes."""
+    tracker = HandTracker(
+        TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([])
+    )
+    front, under = Roi(320.0, 300.0, 200.0, 0.0), Roi(330.0, 290.0, 110.0, 0.0)
+    covered = FrameFlag.DETECTED | FrameFlag.DEOCCLUDED
+    tracker._tracks = {0: front, 1: under}
+    tracker._widen_covered({0: FrameFlag.TRACKED, 1: covered}, touching={0, 1})
+    assert tracker._tracks[1].size == pytest.approx(180.0)
+    assert tracker._tracks[0] == front
+    # The same hand seen clear on one frame (cleaned crops no longer needed, apart).
+    tracker._tracks = {0: front, 1: under}
+    tracker._widen_covered({0: FrameFlag.TRACKED, 1: FrameFlag.TRACKED}, touching=set())
+    tracker._tracks = {0: front, 1: under}
+    tracker._widen_covered({0: FrameFlag.TRACKED, 1: FrameFlag.DEOCCLUDED}, touching={0, 1})
+    assert tracker._tracks[1] == under
