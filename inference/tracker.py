@@ -23,7 +23,8 @@ hands"):
 - While fewer than ``max_hands`` are followed, on detector frames when a search is due
   (:meth:`HandTracker._search_due`), the known hands are painted out of their crops and
   the landmark network looks there for a hand hidden behind them (one palm on the back
-  of the other: the detector cannot see the back palm).
+  of the other: the detector cannot see the back palm). Until such a hand is seen clear
+  of the other, its crops are kept as wide as 0.9 of the other hand's.
 """
 
 from __future__ import annotations
