@@ -102,6 +102,7 @@ class DeocclusionConfig:
     hold_presence: float = 0.3
     search_every: int = 30
     covered_crop: float = 0.9
+    lead: float = 0.1
 
 
 def palm_length(xy: np.ndarray) -> float:
@@ -277,6 +278,11 @@ class CleanedCrops:
     removal: np.ndarray
     deocclusion: np.ndarray
     box: tuple[int, int, int, int]
+
+    def variant(self, k: int) -> np.ndarray:
+        """The image of variant ``k``: 1 removal, 2 de-occlusion (the stage's order of
+        estimates, after 0, the raw crop)."""
+        return (self.removal, self.deocclusion)[k - 1]
 
 
 def clean_crop(

@@ -179,6 +179,9 @@ class HandTracker:
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
         self._lost: dict[int, int] = {}  # id -> frames since lost
         self._seen_clear: set[int] = set()  # tracks seen on a frame not touching another
+        # Tracks whose estimate came from a cleaned crop last frame, with the variant kept
+        # (1 removal, 2 de-occlusion): this frame's first pass sees that variant.
+        self._lead: dict[int, int] = {}
         self._frame = 0
         self.background = de.Background()
         self.detector_runs = 0
@@ -198,6 +201,8 @@ class HandTracker:
         self._look_where_lost(rois, flags)
         due = self._hunt > 0 or self._since_detect >= cfg.redetect_every
         detect = not rois or (missing and due)
+        led = self._lead_crops(image_rgb, rois) if cfg.deocclusion.enabled else {}
+        self._lead = {}
         palms = None
         if detect:
             self._since_detect = 0
@@ -206,7 +211,8 @@ class HandTracker:
             # palms it finds are estimated after (docs/architecture.md, "Speed and threads").
             pool = self.landmarker.network.pool if rois else None
             palms = beside(pool, lambda: self._detect(image_rgb, alone=pool is None))
-        hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None)
+        first = {i: led[i][1].variant(led[i][0]) for i in led}
+        hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None, images=first)
         if palms is not None:
             for palm in palms.result():
                 roi = palm.roi()
@@ -222,7 +228,7 @@ class HandTracker:
         self._overlapping = {i for i, others in overlaps.items() if others}
         held = set()  # kept under min_presence (deocclusion.hold)
         if cfg.deocclusion.enabled and self._overlapping:
-            held = self._deocclude(image_rgb, rois, overlaps, hands, flags)
+            held = self._deocclude(image_rgb, rois, overlaps, hands, flags, led)
         found = {i: h for i, h in hands.items() if h.presence >= cfg.min_presence or i in held}
         kept = self._assign(found, flags)
         searching = detect and cfg.deocclusion.enabled and 0 < len(kept) < cfg.max_hands
@@ -270,10 +276,13 @@ class HandTracker:
                 self._tracks[i] = de.widen_covered(roi, others, share)
 
     def _landmarks(self, image_rgb: np.ndarray, rois: dict[int, Roi], ids: list[int],
-                   alone: bool = True) -> dict[int, lm.HandLandmarks]:  # fmt: skip
-        """The landmarks in the crops ``rois[i]`` of ``ids``, by id (timed)."""
+                   alone: bool = True, images: dict[int, np.ndarray] | None = None,
+                   ) -> dict[int, lm.HandLandmarks]:  # fmt: skip
+        """The landmarks in the crops ``rois[i]`` of ``ids``, by id (timed); crop ``i``
+        is cut from ``images[i]`` where given, else from the frame."""
         started = time.perf_counter()
-        estimates = self.landmarker.estimate(image_rgb, [rois[i] for i in ids], alone=alone)
+        source = [images.get(i, image_rgb) for i in ids] if images else image_rgb
+        estimates = self.landmarker.estimate(source, [rois[i] for i in ids], alone=alone)
         self.seconds["landmarks"] += time.perf_counter() - started
         return dict(zip(ids, estimates, strict=True))
 
@@ -300,6 +309,48 @@ class HandTracker:
         live = [i for i in rois if i in self._motion]
         return {i: [j for j in live if j != i and de.crops_overlap(rois[i], rois[j])] for i in live}
 
+    def _lead_crops(
+        self, image_rgb: np.ndarray, rois: dict[int, Roi]
+    ) -> dict[int, tuple[int, de.CleanedCrops]]:
+        """For each hand estimated on a cleaned crop last frame whose crop still overlaps
+        another's: the variant kept then and this frame's cleaned crops. The first pass
+        sees that variant in place of the raw crop, so a hand the other one keeps
+        covering costs one landmark run a frame, not three (docs/architecture.md, "Two
+        interacting hands")."""
+        if not self._lead:
+            return {}
+        started = time.perf_counter()
+        led = {}
+        overlaps = self._overlaps(rois)
+        for i, variant in self._lead.items():
+            if i in self._seen_clear:
+                continue
+            cleaned = self._cleaned(image_rgb, rois, i, overlaps.get(i, []))
+            if cleaned is not None:
+                led[i] = (variant, cleaned)
+        self.deocclusion_seconds += time.perf_counter() - started
+        return led
+
+    def _cleaned(
+        self, image_rgb: np.ndarray, rois: dict[int, Roi], i: int, others: list[int]
+    ) -> de.CleanedCrops | None:
+        """Hand ``i``'s crop cleaned of the ``others`` hands (:func:`.deocclusion.clean_crop`),
+        or None when there are none or they are not where the stage may trust them.
+
+        The stage paints the other hands by where they should be: after a large miss (a
+        hand that just set off, or came back) that place is a guess, and on the tutting
+        clip cleaning by it handed one hand's crop to the other. This hand's own miss
+        does not count: while the hands touch its filter leans on its prediction and lags
+        an accelerating hand, and at the fourth of ten crossings that kept the stage off
+        exactly when the crop slid onto the back hand (docs/architecture.md, "Two
+        interacting hands")."""
+        cfg = self.config.deocclusion
+        if not others or not all(self._motion[j].trusted(cfg.trust) for j in others):
+            return None
+        others_xy = [self._expected(j) for j in others]
+        return de.clean_crop(image_rgb, rois[i], self._expected(i), others_xy, cfg,
+                             self.background)  # fmt: skip
+
     def _deocclude(
         self,
         image_rgb: np.ndarray,
@@ -307,14 +358,17 @@ class HandTracker:
         overlaps: dict[int, list[int]],
         hands: dict[int, lm.HandLandmarks],
         flags: dict[int, FrameFlag],
+        led: dict[int, tuple[int, de.CleanedCrops]],
     ) -> set[int]:
         """Where known hands' crops overlap and a hand's estimate strays from where it
         should be (more than ``DeocclusionConfig.gate``), estimate it again on its crop
         cleaned of the other hands (:mod:`.deocclusion`) and keep the cleaned estimate
-        where it agrees better; those frames are flagged ``DEOCCLUDED``. A followed hand
-        whose estimates all fail is held on a faint cleaned one that lies where it should
-        be (:func:`.deocclusion.hold`); returns the ids held so. Costs nothing when no two
-        crops overlap."""
+        where it agrees better; those frames are flagged ``DEOCCLUDED``. A hand whose
+        first pass saw a cleaned crop (``led``, :meth:`_lead_crops`) keeps that estimate
+        unless it strays; then the raw crop and the other variant are tried. A followed
+        hand whose estimates all fail is held on a faint cleaned one that lies where it
+        should be (:func:`.deocclusion.hold`); returns the ids held so. Costs nothing
+        when no two crops overlap."""
         cfg = self.config.deocclusion
         started = time.perf_counter()
         expected = {i: self._expected(i) for i in overlaps}
@@ -324,40 +378,46 @@ class HandTracker:
                 return float("inf")
             return de.disagreement(h.image_xyz[:, :2], expected[i])
 
-        jobs = []
+        # Per hand to repair, its three estimates (raw crop, removal, de-occlusion), None
+        # where still to run; and the runs, as (hand, slot, image).
+        options: dict[int, list[lm.HandLandmarks | None]] = {}
+        runs: list[tuple[int, int, np.ndarray]] = []
         for i, others in overlaps.items():
-            # The stage paints the other hands by where they should be: after a large
-            # miss (a hand that just set off, or came back) that place is a guess, and on
-            # the tutting clip cleaning by it handed one hand's crop to the other. This
-            # hand's own miss does not count: while the hands touch its filter leans on
-            # its prediction and lags an accelerating hand, and at the fourth of ten
-            # crossings that kept the stage off exactly when the crop slid onto the back
-            # hand (docs/architecture.md, "Two interacting hands").
-            trusted = all(self._motion[j].trusted(cfg.trust) for j in others)
-            if others and trusted and score(i, hands[i]) > cfg.gate:
-                others_xy = [expected[j] for j in others]
-                cleaned = de.clean_crop(
-                    image_rgb, rois[i], expected[i], others_xy, cfg, self.background
-                )
+            if i in led:
+                variant, cleaned = led[i]
+                if score(i, hands[i]) <= cfg.lead:
+                    flags[i] |= FrameFlag.DEOCCLUDED
+                    self.deoccluded += 1
+                    self._lead[i] = variant
+                    continue
+                options[i] = [None, None, None]
+                options[i][variant] = hands[i]
+                other = 3 - variant
+                runs += [(i, 0, image_rgb), (i, other, cleaned.variant(other))]
+            elif score(i, hands[i]) > cfg.gate:
+                cleaned = self._cleaned(image_rgb, rois, i, others)
                 if cleaned is not None:
-                    jobs.append((i, cleaned))
+                    options[i] = [hands[i], None, None]
+                    runs += [(i, 1, cleaned.removal), (i, 2, cleaned.deocclusion)]
         held: set[int] = set()
-        if not jobs:
-            self.deocclusion_seconds += time.perf_counter() - started
-            return held
-        images = [im for _, c in jobs for im in (c.removal, c.deocclusion)]
-        again = self.landmarker.estimate(images, [rois[i] for i, _ in jobs for _ in range(2)])
-        for k, (i, _) in enumerate(jobs):
-            options = [hands[i], again[2 * k], again[2 * k + 1]]
-            pick = de.choose([score(i, h) for h in options], cfg)
-            if not pick and score(i, options[0]) > cfg.gate and i in self._tracks:
-                pick = de.hold(options, expected[i], cfg)
+        if runs:
+            again = self.landmarker.estimate([im for *_, im in runs], [rois[i] for i, *_ in runs])
+            for (i, slot, _), h in zip(runs, again, strict=True):
+                options[i][slot] = h
+        for i, estimates in options.items():
+            pick = de.choose([score(i, h) for h in estimates], cfg)
+            if pick:
+                self._lead[i] = pick
+            elif score(i, estimates[0]) > cfg.gate and i in self._tracks:
+                pick = de.hold(estimates, expected[i], cfg)
                 if pick:
                     held.add(i)
             if pick:
-                hands[i] = options[pick]
+                hands[i] = estimates[pick]
                 flags[i] |= FrameFlag.DEOCCLUDED
                 self.deoccluded += 1
+            elif i in led:  # the raw crop's estimate replaces the stray cleaned one
+                hands[i] = estimates[0]
         self.deocclusion_seconds += time.perf_counter() - started
         return held
 

@@ -317,3 +317,62 @@ def test_only_a_hand_never_seen_clear_of_the_other_gets_a_wider_crop():
     tracker._tracks = {0: front, 1: under}
     tracker._widen_covered({0: FrameFlag.TRACKED, 1: FrameFlag.DEOCCLUDED}, touching={0, 1})
     assert tracker._tracks[1] == under
+
+
+class _Recording:
+    """Stands in for the landmark network: answers each call with the next list of
+    hands queued, and records per call whether each crop was cut from the raw frame."""
+
+    def __init__(self, frame: np.ndarray, answers: list[list[HandLandmarks]]):
+        self.frame, self.answers, self.calls = frame, answers, []
+
+    def estimate(self, images, rois, alone=True) -> list[HandLandmarks]:
+        each = images if isinstance(images, list) else [self.frame] * len(rois)
+        self.calls.append([im is self.frame for im in each])
+        return self.answers.pop(0)[: len(rois)]
+
+
+def test_a_covered_hand_is_estimated_on_last_frames_cleaning_and_checked_when_it_strays():
+    """A hand that has never been seen clear of the other and was kept on a cleaned crop
+    last frame: this frame's first pass cuts its crop from that cleaning instead of the
+    raw frame, one landmark run for both hands. Kept while within ``lead`` (0.1 palm
+    lengths) of where the hand should be; an estimate 0.2 palm lengths off (within the
+    stage's gate, but the other cleaning may do better) sends the raw crop and the other
+    cleaning through the network, and the nearest of the three wins. A hand once seen
+    clear gets the raw crop first, as every hand did before."""
+    palm = 80.0
+    front_xy = _open_hand((320.0, 300.0), palm_px=palm)
+    under_xy = _open_hand((360.0, 300.0), palm_px=palm)  # half a palm beside: crops overlap
+    frame = np.full((480, 640, 3), 90, np.uint8)
+
+    def hand(xy: np.ndarray) -> HandLandmarks:
+        xyz = np.zeros((21, 3))
+        xyz[:, :2] = xy
+        return HandLandmarks(xyz, np.zeros((21, 3)), 0.9, 0.5, roi_from_landmarks(xy))
+
+    def tracker(answers: list[list[HandLandmarks]], seen_clear: bool) -> HandTracker:
+        t = HandTracker(TrackerConfig(), palm=SimpleNamespace(backend=None),
+                        landmarker=_Recording(frame, answers))  # fmt: skip
+        t._tracks = {0: roi_from_landmarks(front_xy), 1: roi_from_landmarks(under_xy)}
+        t._motion = {0: de.HandMotion.start(front_xy), 1: de.HandMotion.start(under_xy)}
+        t._right_prob, t._next_id, t._lead = {0: 0.9, 1: 0.1}, 2, {1: 2}
+        t._seen_clear = {0, 1} if seen_clear else {0}
+        return t
+
+    near = under_xy + np.array([0.05 * palm, 0.0])
+    t = tracker([[hand(front_xy), hand(near)]], seen_clear=False)
+    seen = {o.track_id: o for o in t.step(frame)}
+    assert t.landmarker.calls == [[True, False]]
+    assert seen[1].flag & FrameFlag.DEOCCLUDED and t._lead == {1: 2}
+    np.testing.assert_allclose(seen[1].hand.image_xyz[:, :2], near)
+
+    astray = under_xy + np.array([0.2 * palm, 0.0])
+    t = tracker([[hand(front_xy), hand(astray)], [hand(front_xy), hand(near)]], seen_clear=False)
+    seen = {o.track_id: o for o in t.step(frame)}
+    assert t.landmarker.calls == [[True, False], [True, False]]  # raw crop, then removal
+    assert t._lead == {1: 1}  # removal won: it leads next frame
+    np.testing.assert_allclose(seen[1].hand.image_xyz[:, :2], near)
+
+    t = tracker([[hand(front_xy), hand(near)]], seen_clear=True)
+    t.step(frame)
+    assert t.landmarker.calls == [[True, True]]
