@@ -245,10 +245,8 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
     truth = load_ground_truth(npz)
     metrics: list = []
     scores = {}
-    walls: dict[bool, list[float]] = {False: [], True: []}
     for on in (False, True):
         take, seconds, tracker = _capture(mp4, on)
-        walls[on].append(seconds)
         score = score_two_hands(take, truth)
         seen = score_two_hands(take, truth, infilled=False)
         scores[on] = seen
@@ -270,21 +268,14 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
             # The share from one capture moves by a few points on this shared machine:
             # the median of this one and TIMING_RUNS - 1 more.
             runs = [(tracker.deocclusion_seconds, seconds)]
-            for _ in range(TIMING_RUNS - 1):  # interleaved, so drift in load hits both
-                walls[False].append(_capture(mp4, False)[1])
+            for _ in range(TIMING_RUNS - 1):
                 _, again, again_tracker = _capture(mp4, True)
                 runs.append((again_tracker.deocclusion_seconds, again))
-                walls[True].append(again)
             stage, whole = sorted(runs, key=lambda r: r[0] / r[1])[len(runs) // 2]
-            with_s, without_s = float(np.median(walls[True])), float(np.median(walls[False]))
             metrics += [
                 Metric(f"{name}_stage_share_of_capture", round(stage / whole, 4), "share",
                        f"{stage:.2f} s of {whole:.2f} s (whole capture: tracking, MANO fit, "
                        f"prior), the median of {TIMING_RUNS} captures"),
-                Metric(f"{name}_stage_added_share", round(1.0 - without_s / with_s, 4), "share",
-                       f"1 - capture without / with the stage ({without_s:.2f} s, {with_s:.2f} "
-                       f"s, medians of {TIMING_RUNS}): the stage's cost seen from outside, "
-                       f"with the fits of the hand-frames it finds"),
                 Metric(f"{name}_stage_frames_changed", tracker.deoccluded, "hand-frames"),
             ]  # fmt: skip
             metrics += _silhouette_metrics(name, truth, take)
