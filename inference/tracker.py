@@ -24,7 +24,8 @@ hands"):
   (:meth:`HandTracker._search_due`), the known hands are painted out of their crops and
   the landmark network looks there for a hand hidden behind them (one palm on the back
   of the other: the detector cannot see the back palm). Until such a hand is seen clear
-  of the other, its crops are kept as wide as 0.9 of the other hand's.
+  of the other, its crops are kept as wide as 0.9 of the other hand's, and its first pass
+  sees its crop cleaned the way that won the frame before (:meth:`HandTracker._lead_crops`).
 """
 
 from __future__ import annotations
