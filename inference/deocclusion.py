@@ -86,7 +86,14 @@ class DeocclusionConfig:
     ``hold_presence`` or more; otherwise every ``search_every`` frames (30: 1 s at 30
     fps). On the office clip 61 of its 63 searches saw nothing at 0.3, and each costs a
     landmark run. ``covered_crop`` is the least side of a covered hand's next crop, as a
-    share of the other hand's (:func:`widen_covered`; 0 turns it off).
+    share of the other hand's (:func:`widen_covered`; 0 turns it off). ``lead``: how near
+    (palm lengths) to where it should be a covered hand's estimate on last frame's
+    winning cleaning must lie to be kept without the raw crop and the other cleaning
+    (:meth:`.tracker.HandTracker._lead_crops`). ``covered_grow`` widens a covered hand's
+    own silhouette (the part *removal* leaves as it is) in place of ``grow``: the pixels
+    within a few of its expected edge where the other hand lies too are the other hand's,
+    which is on top, and on the stacked renders 0.03 held the back hand on more frames
+    than 0.08 (docs/architecture.md, "Two interacting hands").
     """
 
     enabled: bool = True
@@ -103,6 +110,7 @@ class DeocclusionConfig:
     search_every: int = 30
     covered_crop: float = 0.9
     lead: float = 0.1
+    covered_grow: float = 0.03
 
 
 def palm_length(xy: np.ndarray) -> float:
@@ -111,14 +119,18 @@ def palm_length(xy: np.ndarray) -> float:
 
 
 def draw_hand(
-    mask: np.ndarray, xy: np.ndarray, config: DeocclusionConfig, offset: tuple[int, int] = (0, 0)
+    mask: np.ndarray,
+    xy: np.ndarray,
+    config: DeocclusionConfig,
+    offset: tuple[int, int] = (0, 0),
+    grow: float | None = None,
 ) -> np.ndarray:
     """Draw the amodal silhouette of the hand with (21, 2) image keypoints ``xy`` into the
-    uint8 ``mask`` (set to 255), whose pixel (0, 0) is image pixel ``offset`` (x, y).
-    Returns ``mask``."""
+    uint8 ``mask`` (set to 255), whose pixel (0, 0) is image pixel ``offset`` (x, y),
+    widened by ``grow`` palm lengths (``config.grow`` unless given). Returns ``mask``."""
     pts = xy - np.asarray(offset, np.float64)
     scale = palm_length(xy)
-    grow = config.grow * scale
+    grow = (config.grow if grow is None else grow) * scale
     finger = max(round(config.finger_width * scale + grow), 1)
     poly = np.round(pts[list(PALM_POLYGON)]).astype(np.int32)
     cv2.fillConvexPoly(mask, cv2.convexHull(poly), 255)
@@ -292,10 +304,13 @@ def clean_crop(
     others_xy: list[np.ndarray],
     config: DeocclusionConfig,
     background: Background | None,
+    covered: bool = False,
 ) -> CleanedCrops | None:
     """Both cleaned versions of ``frame`` for the crop ``roi`` of the hand expected at
     ``own_xy`` (21, 2) with the other hands expected at ``others_xy`` (each (21, 2));
-    None when no other hand's silhouette reaches into the crop."""
+    None when no other hand's silhouette reaches into the crop. ``covered``: the hand is
+    known to lie under the others, and its own silhouette is widened by
+    ``config.covered_grow``, not ``config.grow``."""
     box = roi_box(roi, frame.shape[:2])
     if box is None:
         return None
@@ -307,7 +322,8 @@ def clean_crop(
     other = canvas > 0
     if not other.any():
         return None
-    own = draw_hand(np.zeros(size, np.uint8), own_xy, config, (x0, y0)) > 0
+    grow = config.covered_grow if covered else config.grow
+    own = draw_hand(np.zeros(size, np.uint8), own_xy, config, (x0, y0), grow) > 0
     return CleanedCrops(
         removal=fill(frame, other & ~own, box, background),
         deocclusion=fill(frame, other, box, background),

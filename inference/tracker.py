@@ -335,8 +335,9 @@ class HandTracker:
     def _cleaned(
         self, image_rgb: np.ndarray, rois: dict[int, Roi], i: int, others: list[int]
     ) -> de.CleanedCrops | None:
-        """Hand ``i``'s crop cleaned of the ``others`` hands (:func:`.deocclusion.clean_crop`),
-        or None when there are none or they are not where the stage may trust them.
+        """Hand ``i``'s crop cleaned of the ``others`` hands (:func:`.deocclusion.clean_crop`;
+        covered while never seen clear of them), or None when there are none or they are
+        not where the stage may trust them.
 
         The stage paints the other hands by where they should be: after a large miss (a
         hand that just set off, or came back) that place is a guess, and on the tutting
@@ -349,8 +350,9 @@ class HandTracker:
         if not others or not all(self._motion[j].trusted(cfg.trust) for j in others):
             return None
         others_xy = [self._expected(j) for j in others]
+        covered = i not in self._seen_clear
         return de.clean_crop(image_rgb, rois[i], self._expected(i), others_xy, cfg,
-                             self.background)  # fmt: skip
+                             self.background, covered)  # fmt: skip
 
     def _deocclude(
         self,

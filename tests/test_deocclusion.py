@@ -162,6 +162,33 @@ def test_clean_crop_removes_the_other_hand_and_leaves_this_one():
     assert de.clean_crop(frame, far, own, [away], CONFIG, background) is None
 
 
+def test_a_covered_hands_removal_paints_the_other_hand_up_to_a_narrower_edge():
+    """A hand known to lie under the other (``covered``): removal protects only its
+    silhouette widened by ``covered_grow`` (0.03 palm lengths, 2.4 px on an 80 px palm),
+    not ``grow`` (0.08, 6.4 px), so the other hand's pixels in that band of about 4 px
+    around this hand's edge are painted too; everything inside the narrower silhouette
+    is kept."""
+    own, other = _open_hand((200.0, 300.0)), _open_hand((250.0, 300.0))
+    wall = np.full((480, 480, 3), 120, np.uint8)
+    frame = wall.copy()
+    frame[de.hand_mask(other, frame.shape[:2], CONFIG)] = (200, 60, 60)  # on top: all of it
+    background = de.Background()
+    background.update(wall, np.zeros((480, 480), bool))
+    roi = Roi(210.0, 230.0, 260.0, 0.0)
+    wide = de.hand_mask(own, frame.shape[:2], CONFIG)
+    narrow = de.draw_hand(np.zeros((480, 480), np.uint8), own, CONFIG, grow=CONFIG.covered_grow) > 0
+    front = de.clean_crop(frame, roi, own, [other], CONFIG, background)
+    under = de.clean_crop(frame, roi, own, [other], CONFIG, background, covered=True)
+    x0, y0, x1, y1 = under.box
+    inside = np.zeros((480, 480), bool)
+    inside[y0:y1, x0:x1] = True
+    band = wide & ~narrow & inside & (frame == (200, 60, 60)).all(axis=-1)
+    assert band.sum() > 100
+    assert (front.removal[band] == (200, 60, 60)).all()
+    assert (under.removal[band] == 120).all()
+    assert (under.removal[narrow] == frame[narrow]).all()
+    np.testing.assert_array_equal(under.deocclusion, front.deocclusion)
+
 def test_remove_hand_paints_the_whole_hand_inside_its_crop_only():
     """The search for a hidden hand paints the known hand's whole silhouette (fingers,
     palm, forearm) inside its crop with the background, and leaves everything else as it
