@@ -35,6 +35,7 @@ class TwoHandScore:
             ``FINDABLE_VISIBLE_SHARE``) on which some track lies on it.
         first_found: (H,) first frame on which the hand was found (-1 never).
         hidden_px: median 2D error (px) of keypoints hidden by the other hand, matched rows.
+        hidden_keypoints: how many such keypoints that median is over.
         visible_px: median 2D error (px) of visible keypoints, matched rows.
         duplicates: frames where two tracks lie on the same true hand.
     """
@@ -47,6 +48,7 @@ class TwoHandScore:
     hidden_px: float
     visible_px: float
     duplicates: int
+    hidden_keypoints: int = 0
 
 
 def match_rows(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> dict[int, np.ndarray]:
@@ -120,6 +122,7 @@ def score_two_hands(
         hidden_px=median(hidden),
         visible_px=median(visible),
         duplicates=int(np.sum(covered > 1)),
+        hidden_keypoints=int(sum(h.size for h in hidden)),
     )
 
 

@@ -110,7 +110,7 @@ def _score_metrics(prefix: str, s: TwoHandScore, truth: ClipGroundTruth) -> list
         Metric(f"{prefix}_found_front_hand", round(s.found_findable[1 - back], 4), "share"),
         Metric(f"{prefix}_first_found", "/".join(map(str, s.first_found)), "frame"),
         Metric(f"{prefix}_hidden_2d_error", round(s.hidden_px, 2), "px",
-               "median, keypoints hidden by the other hand"),
+               f"median of {s.hidden_keypoints} keypoints hidden by the other hand"),
         Metric(f"{prefix}_visible_2d_error", round(s.visible_px, 2), "px", "median"),
     ]  # fmt: skip
 
@@ -130,7 +130,8 @@ def _animated_metrics(tag: str, take, truth: ClipGroundTruth) -> list:
                "tracks", note),
         Metric(f"{tag}_animated_found_back_hand", round(s.found_findable[back], 4), "share",
                note),
-        Metric(f"{tag}_animated_hidden_2d_error", round(s.hidden_px, 2), "px", note),
+        Metric(f"{tag}_animated_hidden_2d_error", round(s.hidden_px, 2), "px",
+               f"{note}; median of {s.hidden_keypoints} keypoints"),
         Metric(f"{tag}_animated_visible_2d_error", round(s.visible_px, 2), "px", note),
     ]  # fmt: skip
 
@@ -254,7 +255,8 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
         metrics += _score_metrics(tag, score, truth)
         metrics += [
             Metric(f"{tag}_observed_hidden_2d_error", round(seen.hidden_px, 2), "px",
-                   "median, hidden by the other hand, rows the prior did not fill"),
+                   f"median of {seen.hidden_keypoints} keypoints hidden by the other "
+                   f"hand, rows the prior did not fill"),
             Metric(f"{tag}_observed_visible_2d_error", round(seen.visible_px, 2), "px",
                    "median, rows the prior did not fill"),
             Metric(f"{tag}_observed_found_back_hand",
@@ -279,10 +281,12 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
                 Metric(f"{name}_stage_frames_changed", tracker.deoccluded, "hand-frames"),
             ]  # fmt: skip
             metrics += _silhouette_metrics(name, truth, take)
-    off, on = scores[False].hidden_px, scores[True].hidden_px
-    metrics.append(Metric(f"{name}_observed_hidden_error_change", round(on / off - 1.0, 4),
-                          "ratio - 1", "with / without the stage, minus 1 (negative = lower), "
-                          "rows the prior did not fill"))  # fmt: skip
+    off, on = scores[False], scores[True]
+    metrics.append(Metric(f"{name}_observed_hidden_error_change",
+                          round(on.hidden_px / off.hidden_px - 1.0, 4), "ratio - 1",
+                          "with / without the stage, minus 1 (negative = lower), rows the "
+                          f"prior did not fill; {on.hidden_keypoints} and "
+                          f"{off.hidden_keypoints} keypoints"))  # fmt: skip
     reference = run_mediapipe_solution(mp4, max_hands=2)
     metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
         mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip
