@@ -31,6 +31,7 @@ Every function takes and returns plain arrays; image coordinates are pixels, x r
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import cv2
@@ -282,19 +283,32 @@ def remove_hand(
     return fill(frame, paint, box, background)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CleanedCrops:
-    """The two cleaned images (H, W, 3) uint8 of one hand's crop, painted only inside
-    ``box`` (x0, y0, x1, y1)."""
+    """The two cleaned versions of ``frame`` (H, W, 3) uint8 for one hand's crop, painted
+    only inside ``box`` (x0, y0, x1, y1): *removal* paints ``other & ~own``, *de-occlusion*
+    all of ``other`` ((h, w) bool masks of the box). Each is filled (:func:`fill`) on first
+    use, from ``background`` as it is then, so use them within the frame: a covered hand's
+    first pass needs only one of the two."""
 
-    removal: np.ndarray
-    deocclusion: np.ndarray
+    frame: np.ndarray
+    other: np.ndarray
+    own: np.ndarray
     box: tuple[int, int, int, int]
+    background: Background | None
+
+    @cached_property
+    def removal(self) -> np.ndarray:
+        return fill(self.frame, self.other & ~self.own, self.box, self.background)
+
+    @cached_property
+    def deocclusion(self) -> np.ndarray:
+        return fill(self.frame, self.other, self.box, self.background)
 
     def variant(self, k: int) -> np.ndarray:
         """The image of variant ``k``: 1 removal, 2 de-occlusion (the stage's order of
         estimates, after 0, the raw crop)."""
-        return (self.removal, self.deocclusion)[k - 1]
+        return self.removal if k == 1 else self.deocclusion
 
 
 def clean_crop(
@@ -324,11 +338,7 @@ def clean_crop(
         return None
     grow = config.covered_grow if covered else config.grow
     own = draw_hand(np.zeros(size, np.uint8), own_xy, config, (x0, y0), grow) > 0
-    return CleanedCrops(
-        removal=fill(frame, other & ~own, box, background),
-        deocclusion=fill(frame, other, box, background),
-        box=box,
-    )
+    return CleanedCrops(frame, other, own, box, background)
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ class HandTracker:
             # palms it finds are estimated after (docs/architecture.md, "Speed and threads").
             pool = self.landmarker.network.pool if rois else None
             palms = beside(pool, lambda: self._detect(image_rgb, alone=pool is None))
-        first = {i: led[i][1].variant(led[i][0]) for i in led}
+        first = {i: cleaned.variant(k) for i, (k, cleaned) in led.items()}
         hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None, images=first)
         if palms is not None:
             for palm in palms.result():
