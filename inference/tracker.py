@@ -132,6 +132,11 @@ def _flipped(memory: float, right_prob: float) -> bool:
     )
 
 
+def _confident(right_prob: float) -> bool:
+    """A confident call of one side."""
+    return right_prob > CONFIDENT_SIDE or right_prob < 1.0 - CONFIDENT_SIDE
+
+
 def _same_crop(a: Roi, b: Roi, fraction: float) -> bool:
     """Two crops look at the same hand when their centres are closer than ``fraction`` of
     the smaller crop's side."""
@@ -176,6 +181,9 @@ class HandTracker:
         self._since_search = 0
         self._search_saw = True
         self._right_prob: dict[int, float] = {}  # running handedness per live or lost track
+        # Per live or lost track, its whole record of handedness: (sum of presence x
+        # right_prob, sum of presence) over every frame it was kept.
+        self._side_record: dict[int, tuple[float, float]] = {}
         self._motion: dict[int, de.HandMotion] = {}  # live and lost tracks
         self._overlapping: set[int] = set()  # tracks whose crop overlaps another's this frame
         self._lost: dict[int, int] = {}  # id -> frames since lost
@@ -240,6 +248,8 @@ class HandTracker:
         self._age_lost(set(kept))
         for i, h in kept.items():  # handedness memory: a slow running mean, never one frame's word
             self._right_prob[i] = 0.8 * self._right_prob.get(i, h.right_prob) + 0.2 * h.right_prob
+            total, weight = self._side_record.get(i, (0.0, 0.0))
+            self._side_record[i] = (total + h.presence * h.right_prob, weight + h.presence)
             xy = h.image_xyz[:, :2]
             motion = self._motion.get(i)
             self._motion[i] = (
@@ -537,12 +547,64 @@ class HandTracker:
             else:
                 i = self._returning(i, h, kept, expected, flags)
                 if i not in self._motion and len(kept) + len(self._lost) >= cfg.max_hands:
-                    continue  # a lost hand keeps its place while it is hunted for
+                    swapped = self._swap_back(h, kept, expected, flags)
+                    if swapped is None:
+                        continue  # a lost hand keeps its place while it is hunted for
+                    flags[swapped] = flags[i]
+                    i = swapped
             kept[i] = h
         if len(kept) > cfg.max_hands:
             ranked = sorted(kept, key=lambda i: (i not in self._motion, -kept[i].presence))
             kept = {i: kept[i] for i in ranked[: cfg.max_hands]}
         return kept
+
+    def _swap_back(
+        self, h: lm.HandLandmarks, kept: dict[int, lm.HandLandmarks],
+        expected: dict[int, np.ndarray], flags: dict[int, FrameFlag],
+    ) -> int | None:  # fmt: skip
+        """The id for a new hand ``h`` that a lost track's hunt would turn away, where a
+        followed track slid onto the lost one's hand at a crossing; else None.
+
+        The signs, all of handedness read over many frames (one frame's word never
+        counts): a followed track ``k`` whose whole record is one side and whose running
+        memory now confidently says the other, a lost track ``j`` of that other side
+        whose hand should be within ``RETURN_RADIUS`` palm lengths of ``k``'s estimate,
+        and ``h`` confidently of ``k``'s recorded side. Then ``k``'s hand is ``j``'s
+        (``j`` is back, ``k``'s filter and memory go with it) and ``h`` is ``k``'s, which
+        starts afresh. Without this, the hunt for ``j`` kept a fully visible hand
+        unfollowed for 30 frames on the ten crossings of ``two_crossing``
+        (docs/architecture.md, "Two interacting hands")."""
+        if not _confident(h.right_prob):
+            return None
+        for k, held in kept.items():
+            record = self._record_side(k)
+            if k not in self._tracks or not _flipped(record, self._right_prob.get(k, 0.5)):
+                continue
+            if (record > 0.5) != (h.right_prob > 0.5):
+                continue
+            for j in self._lost:
+                if (self._record_side(j) > 0.5) == (record > 0.5):
+                    continue
+                gap = _mean_distance(held.image_xyz[:, :2], expected[j])
+                if gap > RETURN_RADIUS * de.palm_length(expected[j]):
+                    continue
+                del self._lost[j]
+                kept[j] = kept.pop(k)
+                flags[j] = flags[k]
+                self._motion[j] = self._motion.pop(k)
+                self._right_prob[j] = self._right_prob.pop(k)
+                self._right_prob[k] = h.right_prob
+                for table in (self._lead, self._tracks):
+                    if k in table:
+                        table[j] = table.pop(k)
+                self._seen_clear.discard(k)
+                return k
+        return None
+
+    def _record_side(self, i: int) -> float:
+        """Track ``i``'s whole record of handedness (presence-weighted mean right_prob)."""
+        total, weight = self._side_record.get(i, (0.5, 1.0))
+        return total / max(weight, 1e-6)
 
     def _expected(self, i: int) -> np.ndarray:
         """(21, 2) where track ``i``'s hand should be this frame (lost tracks: carried on
@@ -614,6 +676,7 @@ class HandTracker:
         for i in set(self._motion) - alive - set(self._lost):
             del self._motion[i]
             self._right_prob.pop(i, None)
+            self._side_record.pop(i, None)
         if newly_lost:
             self._hunt = cfg.hunt_frames
         elif self._hunt > 0:

@@ -403,3 +403,43 @@ def test_a_covered_hand_is_estimated_on_last_frames_cleaning_and_checked_when_it
     t = tracker([[hand(front_xy), hand(near)]], seen_clear=True)
     t.step(frame)
     assert t.landmarker.calls == [[True, True]]
+
+
+def test_a_track_that_slid_onto_the_lost_hand_gives_it_back_when_its_own_hand_shows():
+    """At a crossing, track 1 (right on its whole record) slid onto the left hand while
+    track 0 (left) was lost, and its running handedness now says left (0.1). A clearly
+    right hand found elsewhere is not turned away while track 0 is hunted for: the hand
+    track 1 holds is track 0's again (its filter goes with it), and the new hand is
+    track 1's. A new hand that reads left, a track 1 whose record is not clearly right,
+    or one whose running handedness has not turned, leave the hunt as it was."""
+    left_xy, right_xy = _open_hand((300.0, 300.0)), _open_hand((520.0, 300.0))
+
+    def hand(xy: np.ndarray, right_prob: float) -> HandLandmarks:
+        xyz = np.zeros((21, 3))
+        xyz[:, :2] = xy
+        return HandLandmarks(xyz, np.zeros((21, 3)), 0.95, right_prob, roi_from_landmarks(xy))
+
+    def assign(record: float, memory: float, new_right: float):
+        t = HandTracker(
+            TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([])
+        )
+        t._tracks = {1: roi_from_landmarks(left_xy)}
+        slid = de.HandMotion.start(left_xy)
+        t._motion = {0: de.HandMotion.start(left_xy + np.array([10.0, 0.0])), 1: slid}
+        t._lost = {0: 5}
+        t._right_prob = {0: 0.1, 1: memory}
+        t._side_record = {0: (0.1 * 90.0, 90.0), 1: (record * 100.0, 100.0)}
+        on_left, new = hand(left_xy, 0.02), hand(right_xy, new_right)
+        flags = {1: FrameFlag.TRACKED, 7: FrameFlag.DETECTED}
+        kept = t._assign({1: on_left, 7: new}, flags)
+        return t, kept, flags, on_left, new, slid
+
+    t, kept, flags, on_left, new, slid = assign(record=0.95, memory=0.1, new_right=0.97)
+    assert sorted(kept) == [0, 1] and kept[0] is on_left and kept[1] is new
+    assert flags[0] == FrameFlag.TRACKED and flags[1] == FrameFlag.DETECTED
+    assert t._lost == {} and list(t._motion) == [0] and t._motion[0] is slid  # 1 starts afresh
+    assert t._right_prob[0] == pytest.approx(0.1) and t._right_prob[1] == pytest.approx(0.97)
+
+    for record, memory, new_right in ((0.95, 0.1, 0.1), (0.6, 0.1, 0.97), (0.95, 0.5, 0.97)):
+        t, kept, *_ = assign(record, memory, new_right)
+        assert list(kept) == [1] and t._lost == {0: 5}, (record, memory, new_right)
