@@ -34,6 +34,7 @@ from .hand_identity import (
     drop_slips,
     join_reappearing,
     keep_side,
+    move_strays,
 )
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
@@ -156,9 +157,10 @@ def capture(
        from ``config.tracker``, which also cleans the crops of two overlapping hands,
        :mod:`.deocclusion`); then the tracks are settled over the whole clip
        (:mod:`.hand_identity`: phantoms dropped, sides decided, a hand that came back
-       joined to its track, a row that slipped onto the other hand dropped, and for a
-       one-side capture ``config.hands`` the other side dropped, with a warning in the
-       header when only the other side was seen).
+       joined to its track, rows that ran on with the other hand moved to its track, a
+       row that slipped onto the other hand dropped, and for a one-side capture
+       ``config.hands`` the other side dropped, with a warning in the header when only
+       the other side was seen).
     2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
        translation, fitted 3D keypoints) with the open hand model or ``config.mano_dir``,
        through intrinsics from ``config.fov_deg`` (else a guessed field of view, recorded
@@ -218,6 +220,7 @@ def capture(
     one_person = tracker.config.max_hands <= 2
     gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
     tracks = join_reappearing(tracks, gap)
+    tracks, moved = move_strays(tracks)
     rows = sum(len(t) for t in tracks)
     tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
     slipped = rows - sum(len(t) for t in tracks)
@@ -256,7 +259,7 @@ def capture(
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
-            stages=stage_facts(config, prior, tracker, slipped),
+            stages=stage_facts(config, prior, tracker, slipped, moved),
             timings={name: round(value, 4) for name, value in timings.items()},
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
@@ -289,10 +292,15 @@ def tracker_config(config: CaptureConfig) -> TrackerConfig:
 
 
 def stage_facts(
-    config: CaptureConfig, prior: PriorReport | None, tracker: HandTracker, slipped: int = 0
+    config: CaptureConfig,
+    prior: PriorReport | None,
+    tracker: HandTracker,
+    slipped: int = 0,
+    moved: int = 0,
 ) -> dict:
     """The header's record of the optional stages that ran and their settings, and of
-    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`)."""
+    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`)
+    and the stray rows it ``moved`` to the other track (:func:`.hand_identity.move_strays`)."""
     deocc = tracker.config.deocclusion
     facts: dict = {
         "deocclusion": {
@@ -300,7 +308,7 @@ def stage_facts(
             "frames": tracker.deoccluded,
             "seconds": round(tracker.deocclusion_seconds, 3),
         },
-        "identity": {"slipped_rows_dropped": slipped},
+        "identity": {"slipped_rows_dropped": slipped, "stray_rows_moved": moved},
     }
     if config.fit_mano:
         facts["mano_fit"] = {"iterations": config.fit.iterations}

@@ -7,8 +7,9 @@ whole clip in view (docs/architecture.md, "Two interacting hands"):
 2. :func:`decide_sides`: each track's side from its whole handedness record; two tracks
    seen at the same time are never the same side of one person.
 3. :func:`join_reappearing`: a hand lost and found again is one track.
-4. :func:`drop_slips`: a row that lies on the other hand, where that hand was lost, goes.
-5. :func:`keep_side`: a one-side capture keeps that side's tracks.
+4. :func:`move_strays`: rows that ran on with the other hand while it was lost go to it.
+5. :func:`drop_slips`: a row that lies on the other hand, where that hand was lost, goes.
+6. :func:`keep_side`: a one-side capture keeps that side's tracks.
 
 All functions take and return tuples of :class:`~handmocap.take.Track`, numpy only.
 """
@@ -41,6 +42,13 @@ JOIN_RADIUS = 4.0
 # seconds before and after it: a straight line over a longer gap says little of where
 # a hand was.
 SLIP_WINDOW_SECONDS = 0.5
+# A hand moves at most this many palm lengths from one frame to the next (the tutting
+# clip's fastest sweep is 0.4); a track that jumps further between adjacent frames has
+# swapped hands on one side of the jump.
+MAX_STEP = 1.0
+# A track's rows before such a jump go to the other track only if they continue it
+# this many times more closely (per frame) than the jump continues them.
+STRAY_MARGIN = 3.0
 
 
 def side_evidence(track: Track) -> float:
@@ -151,6 +159,85 @@ def drop_slips(tracks: tuple[Track, ...], window: int) -> tuple[Track, ...]:
         if drop[t.track_id].any() else t
         for t in tracks
     )  # fmt: skip
+
+
+def move_strays(tracks: tuple[Track, ...]) -> tuple[tuple[Track, ...], int]:
+    """The tracks with each stray run moved to the track it belongs to, and how many rows
+    moved. A stray run: track ``a``'s observed rows on consecutive video frames, ending
+    where ``a`` jumps more than ``MAX_STEP`` palm lengths to its next frame's row, on
+    frames where another track ``b`` has no observed row, between ``b``'s rows on the
+    frame just before the run and on the frame after it. The run moves to ``b`` when
+    both ends continue ``b`` within ``MAX_STEP`` palm lengths a frame and
+    ``STRAY_MARGIN`` times more closely than ``a``'s jump.
+
+    Where two hands cross, one track can slide onto the other hand while that hand's
+    track is lost, and run on with it until the tracker sees the swap
+    (:meth:`.tracker.HandTracker._swap_back`) and takes its own hand back: a jump no
+    hand makes. On the ten crossings of ``two_crossing`` that left 13 rows of the right
+    hand's track on the left hand (docs/architecture.md, "Two interacting hands")."""
+    out = list(tracks)
+    moved = 0
+    for ai in range(len(out)):
+        for bi in range(len(out)):
+            if ai == bi:
+                continue
+            while (run := _stray_run(out[ai], out[bi])) is not None:
+                out[ai], out[bi] = _move_rows(out[ai], out[bi], run)
+                moved += int(run.sum())
+    return tuple(out), moved
+
+
+def _stray_run(a: Track, b: Track) -> np.ndarray | None:
+    """(len(a),) bool: the first run of ``a``'s rows that strays onto ``b``'s hand (see
+    :func:`move_strays`), or None."""
+    seen_a, seen_b = _observed(a), _observed(b)
+    rows = np.flatnonzero(seen_a)
+    fa, fb = a.frames[rows], b.frames[seen_b]
+    xb = b.keypoints_2d[seen_b]
+    steps = np.flatnonzero(np.diff(fa) == 1)  # adjacent frames: (rows[k], rows[k + 1])
+    for k in steps:
+        last, after = rows[k], rows[k + 1]
+        palm = _palm(a.keypoints_2d[last])
+        if _gap(a.keypoints_2d[last], a.keypoints_2d[after]) <= MAX_STEP * palm:
+            continue
+        # b's rows just before the run and on the frame a jumped to.
+        nb = int(np.searchsorted(fb, fa[k + 1]))
+        if nb >= fb.size or fb[nb] != fa[k + 1] or nb == 0:
+            continue
+        before = int(fb[nb - 1])
+        start = k
+        while start > 0 and fa[start - 1] == fa[start] - 1 and fa[start - 1] > before:
+            start -= 1
+        if fa[start] != before + 1:
+            continue  # a's run does not start right after b's last row
+        first = rows[start]
+        jump = _gap(a.keypoints_2d[last], a.keypoints_2d[after])
+        links = (_gap(xb[nb - 1], a.keypoints_2d[first]), _gap(a.keypoints_2d[last], xb[nb]))
+        if max(links) <= MAX_STEP * palm and STRAY_MARGIN * max(links) < jump:
+            run = np.zeros(len(a), bool)
+            run[rows[start : k + 1]] = True
+            return run
+    return None
+
+
+def _gap(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean px between two (21, 2) keypoint sets."""
+    return float(np.linalg.norm(np.asarray(x, np.float64) - y, axis=-1).mean())
+
+
+def _palm(xy: np.ndarray) -> float:
+    return max(float(np.linalg.norm(xy[9] - xy[0])), 1.0)
+
+
+def _move_rows(a: Track, b: Track, rows: np.ndarray) -> tuple[Track, Track]:
+    """``a`` without ``rows`` (bool mask), and ``b`` with them, in frame order."""
+    order = np.argsort(np.concatenate([b.frames, a.frames[rows]]), kind="stable")
+    merged = {n: np.concatenate([getattr(b, n), getattr(a, n)[rows]])[order]
+              for n in OBSERVATION_FIELDS}  # fmt: skip
+    kept = {n: getattr(a, n)[~rows] for n in OBSERVATION_FIELDS}
+    log.info("moved track %d's frames %d-%d to track %d: they continue its hand",
+             a.track_id, a.frames[rows][0], a.frames[rows][-1], b.track_id)  # fmt: skip
+    return replace(a, **kept), replace(b, **merged)
 
 
 def _observed(track: Track) -> np.ndarray:

@@ -16,6 +16,7 @@ from handmocap.inference.hand_identity import (
     drop_slips,
     join_reappearing,
     keep_side,
+    move_strays,
     side_evidence,
 )
 from handmocap.sides import Side
@@ -165,3 +166,36 @@ def test_a_row_that_slipped_onto_the_lost_other_hand_is_dropped() -> None:
     assert drop_slips((a_slipped, b_seen), window=15)[0] is a_slipped
     assert drop_slips((a_slipped, b), window=2)[0] is a_slipped  # B's last row: frame 8
     assert drop_slips((a, b), window=15)[0] is a
+
+
+def test_rows_that_ran_on_with_the_lost_hand_go_to_its_track() -> None:
+    """Hands crossing at frame 10 (A rightward at y 240, B leftward at y 260, palms 80 px,
+    20 px a frame). A slid onto B's hand on frames 11-16 while B was lost; on frame 17
+    the tracker gave B its hand back and A its own, 240 px away: a jump no hand makes.
+    Rows 11-16 continue B within 20 px a frame at both ends, so they move to B. A jump
+    whose rows lie on A's own path, a jump of under a palm length, and a B not seen on
+    the frame A jumped to move nothing."""
+    frames = np.arange(21)
+    lost = np.isin(frames, np.arange(11, 17))
+    a = _crossing(0, 100.0, 240.0, frames)
+    b_true = _crossing(1, 500.0, 260.0, frames)
+    slid = a.keypoints_2d.copy()
+    slid[lost] = b_true.keypoints_2d[lost]
+    a_slid = replace(a, keypoints_2d=slid)
+    b = _crossing(1, 500.0, 260.0, frames[~lost])
+
+    (out_a, out_b), moved = move_strays((a_slid, b))
+    assert moved == 6
+    assert np.array_equal(out_a.frames, frames[~lost])
+    np.testing.assert_array_equal(out_a.keypoints_2d, a.keypoints_2d[~lost])
+    assert np.array_equal(out_b.frames, frames)
+    np.testing.assert_array_equal(out_b.keypoints_2d, b_true.keypoints_2d)
+
+    jumped = a.keypoints_2d.copy()  # on its own path, then thrown onto B's side at 17
+    jumped[17] = b_true.keypoints_2d[17]
+    assert move_strays((replace(a, keypoints_2d=jumped), b))[1] == 0
+    near = slid.copy()  # the hands 50 px apart: a step of 0.6 palm lengths
+    near[lost] = a.keypoints_2d[lost] + np.array([0.0, 50.0], np.float32)
+    assert move_strays((replace(a, keypoints_2d=near), b))[1] == 0
+    b_back_later = _crossing(1, 500.0, 260.0, frames[(frames <= 10) | (frames >= 18)])
+    assert move_strays((a_slid, b_back_later))[1] == 0

@@ -219,7 +219,11 @@ def test_ten_crossings_in_one_clip_keep_one_track_per_hand(tmp_path):
     tracks, each on its own hand on at least 97% of its rows (a one-frame slip onto the
     other hand is allowed). Before the stage ran for a hand whose own motion filter lagged,
     the front hand's crop slid onto the back hand at the fourth crossing: three tracks,
-    the right hand missing for 40 frames."""
+    the right hand missing for 40 frames. On another machine's render the right hand's
+    track slid onto the left hand at the eighth crossing and stayed there until the
+    next (88% of its rows on its hand), until a track whose handedness turned against
+    its record gave the lost track its hand back (docs/architecture.md, "Two
+    interacting hands")."""
     from bench.two_hands_eval import match_rows
     from bench.two_hands_suite import repeated_clip
 
