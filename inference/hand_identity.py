@@ -173,8 +173,9 @@ def move_strays(tracks: tuple[Track, ...]) -> tuple[tuple[Track, ...], int]:
     Where two hands cross, one track can slide onto the other hand while that hand's
     track is lost, and run on with it until the tracker sees the swap
     (:meth:`.tracker.HandTracker._swap_back`) and takes its own hand back: a jump no
-    hand makes. On the ten crossings of ``two_crossing`` that left 13 rows of the right
-    hand's track on the left hand (docs/architecture.md, "Two interacting hands")."""
+    hand makes. On a render of ``two_crossing`` played ten times that left 14 rows of the
+    right hand's track on the left hand (docs/architecture.md, "Two interacting
+    hands")."""
     out = list(tracks)
     moved = 0
     for ai in range(len(out)):
@@ -198,7 +199,8 @@ def _stray_run(a: Track, b: Track) -> np.ndarray | None:
     for k in steps:
         last, after = rows[k], rows[k + 1]
         palm = _palm(a.keypoints_2d[last])
-        if _gap(a.keypoints_2d[last], a.keypoints_2d[after]) <= MAX_STEP * palm:
+        jump = float(_mean_distance(a.keypoints_2d[last], a.keypoints_2d[after]))
+        if jump <= MAX_STEP * palm:
             continue
         # b's rows just before the run and on the frame a jumped to.
         nb = int(np.searchsorted(fb, fa[k + 1]))
@@ -211,22 +213,13 @@ def _stray_run(a: Track, b: Track) -> np.ndarray | None:
         if fa[start] != before + 1:
             continue  # a's run does not start right after b's last row
         first = rows[start]
-        jump = _gap(a.keypoints_2d[last], a.keypoints_2d[after])
-        links = (_gap(xb[nb - 1], a.keypoints_2d[first]), _gap(a.keypoints_2d[last], xb[nb]))
-        if max(links) <= MAX_STEP * palm and STRAY_MARGIN * max(links) < jump:
+        link = max(float(_mean_distance(xb[nb - 1], a.keypoints_2d[first])),
+                   float(_mean_distance(a.keypoints_2d[last], xb[nb])))  # fmt: skip
+        if link <= MAX_STEP * palm and STRAY_MARGIN * link < jump:
             run = np.zeros(len(a), bool)
             run[rows[start : k + 1]] = True
             return run
     return None
-
-
-def _gap(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean px between two (21, 2) keypoint sets."""
-    return float(np.linalg.norm(np.asarray(x, np.float64) - y, axis=-1).mean())
-
-
-def _palm(xy: np.ndarray) -> float:
-    return max(float(np.linalg.norm(xy[9] - xy[0])), 1.0)
 
 
 def _move_rows(a: Track, b: Track, rows: np.ndarray) -> tuple[Track, Track]:
@@ -272,8 +265,12 @@ def _distance_in_palms(first: Track, second: Track) -> float:
     """How far ``second``'s first keypoints' centre is from ``first``'s last, in the
     larger of the two palm lengths (wrist to middle knuckle, pixels)."""
     a, b = first.keypoints_2d[-1], second.keypoints_2d[0]
-    palm = max(float(np.linalg.norm(a[9] - a[0])), float(np.linalg.norm(b[9] - b[0])), 1.0)
-    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) / palm
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))) / max(_palm(a), _palm(b))
+
+
+def _palm(xy: np.ndarray) -> float:
+    """Pixels from the wrist to the middle knuckle of (21, 2) keypoints (at least 1)."""
+    return max(float(np.linalg.norm(xy[9] - xy[0])), 1.0)
 
 
 def _concatenate(first: Track, second: Track) -> Track:

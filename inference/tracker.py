@@ -565,11 +565,11 @@ class HandTracker:
         """The id for a new hand ``h`` that a lost track's hunt would turn away, where a
         followed track slid onto the lost one's hand at a crossing; else None.
 
-        The signs, all of handedness read over many frames (one frame's word never
-        counts): a followed track ``k`` whose whole record is one side and whose running
-        memory now confidently says the other, a lost track ``j`` of that other side
-        whose hand should be within ``RETURN_RADIUS`` palm lengths of ``k``'s estimate,
-        and ``h`` confidently of ``k``'s recorded side. Then ``k``'s hand is ``j``'s
+        The signs: a followed track ``k`` whose whole record of handedness is one side
+        and whose running memory of it now confidently says the other (both over many
+        frames, never one frame's word), a lost track ``j`` of that other side whose
+        hand should be within ``RETURN_RADIUS`` palm lengths of ``k``'s estimate, and
+        ``h`` confidently of ``k``'s recorded side. Then ``k``'s hand is ``j``'s
         (``j`` is back, ``k``'s filter and memory go with it) and ``h`` is ``k``'s, which
         starts afresh. Without this, the hunt for ``j`` kept a fully visible hand
         unfollowed for 30 frames on the ten crossings of ``two_crossing``
