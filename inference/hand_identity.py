@@ -194,14 +194,14 @@ def _stray_run(a: Track, b: Track) -> np.ndarray | None:
     seen_a, seen_b = _observed(a), _observed(b)
     rows = np.flatnonzero(seen_a)
     fa, fb = a.frames[rows], b.frames[seen_b]
-    xb = b.keypoints_2d[seen_b]
-    steps = np.flatnonzero(np.diff(fa) == 1)  # adjacent frames: (rows[k], rows[k + 1])
-    for k in steps:
-        last, after = rows[k], rows[k + 1]
-        palm = _palm(a.keypoints_2d[last])
-        jump = float(_mean_distance(a.keypoints_2d[last], a.keypoints_2d[after]))
+    xa, xb = a.keypoints_2d[rows], b.keypoints_2d[seen_b]
+    adjacent = np.flatnonzero(np.diff(fa) == 1)  # steps (rows[k], rows[k + 1]), one frame
+    jumps = _mean_distance(xa[adjacent], xa[adjacent + 1])
+    palms = np.maximum(np.linalg.norm(xa[adjacent, 9] - xa[adjacent, 0], axis=-1), 1.0)
+    for k, jump, palm in zip(adjacent, jumps, palms, strict=True):
         if jump <= MAX_STEP * palm:
             continue
+        last = rows[k]
         # b's rows just before the run and on the frame a jumped to.
         nb = int(np.searchsorted(fb, fa[k + 1]))
         if nb >= fb.size or fb[nb] != fa[k + 1] or nb == 0:
