@@ -148,8 +148,7 @@ def test_a_row_that_slipped_onto_the_lost_other_hand_is_dropped() -> None:
     """Hands crossing at frame 10 (A rightward at y 240, B leftward at y 260), B lost on
     frames 9-12. On frame 11 A's lines put A at x 320 and B at x 280; A's row there lies
     between them, 20 px from B's place and 25 px from its own: it goes, and nothing else.
-    It stays where B was seen that frame (two estimates on one hand are the tracker's
-    business), where B's line has no row within the window, and where it lies on A."""
+    It stays where B's line has no row within the window, and where it lies on A."""
     frames = np.arange(21)
     a = _crossing(0, 100.0, 240.0, frames)
     b = _crossing(1, 500.0, 260.0, frames[~np.isin(frames, [9, 10, 11, 12])])
@@ -162,10 +161,26 @@ def test_a_row_that_slipped_onto_the_lost_other_hand_is_dropped() -> None:
     np.testing.assert_array_equal(out_a.keypoints_2d, np.delete(slipped, 11, axis=0))
     assert out_b is b
 
-    b_seen = _crossing(1, 500.0, 260.0, frames)
-    assert drop_slips((a_slipped, b_seen), window=15)[0] is a_slipped
     assert drop_slips((a_slipped, b), window=2)[0] is a_slipped  # B's last row: frame 8
     assert drop_slips((a, b), window=15)[0] is a
+
+
+def test_a_row_nearer_the_other_hands_row_than_its_own_line_is_dropped() -> None:
+    """The same crossing with B seen on every frame: on frame 11 B's row is at x 280,
+    y 260, and A's row lies 19.7 px from it and 25.0 px from A's own line: one estimate
+    between two hands that can be told from neither, so it goes. B's row there lies on
+    its own line and 44.7 px from A's: it stays, as does A's row where it lies on A."""
+    frames = np.arange(21)
+    a = _crossing(0, 100.0, 240.0, frames)
+    b = _crossing(1, 500.0, 260.0, frames)
+    slipped = a.keypoints_2d.copy()
+    slipped[11] += np.array([298.0 - 320.0, 252.0 - 240.0], np.float32)
+
+    out_a, out_b = drop_slips((replace(a, keypoints_2d=slipped), b), window=15)
+    assert np.array_equal(out_a.frames, frames[frames != 11])
+    assert out_b is b
+    kept = drop_slips((a, b), window=15)
+    assert kept[0] is a and kept[1] is b
 
 
 def test_rows_that_ran_on_with_the_lost_hand_go_to_its_track() -> None:
