@@ -85,6 +85,9 @@ class PriorConfig:
         max_gap_s: the longest hidden run that is filled; longer runs stay empty.
         robust_deg, robust_m: the Cauchy scale of a rotation / translation residual.
         passes: Gauss-Newton steps (each a banded solve per joint, robust weights renewed).
+        sweep_speed: how fast (radians per second) the wrist may sweep across the view
+            before the translation's cut-off rises with its speed (:func:`sweep_factor`).
+        sweep_cap: the most the translation's cut-off rises for a fast sweep (a factor).
         window_s, overlap_s: a segment longer than ``window_s`` is solved in windows of
             that length, each with ``overlap_s`` of the frames on both sides (memory flat on
             long videos). The smoother's reach grows with S: at S = 4 a cut moved the
@@ -99,6 +102,8 @@ class PriorConfig:
     robust_deg: float = 20.0
     robust_m: float = 0.03
     passes: int = 4
+    sweep_speed: float = 1.0
+    sweep_cap: float = 4.0
     window_s: float = 60.0
     overlap_s: float = 8.0
 
@@ -112,6 +117,8 @@ class PriorConfig:
             raise HandmocapError(f"max_gap_s must be 0..10 seconds, got {self.max_gap_s}")
         if self.cutoff_hz <= 0 or self.passes < 1 or self.robust_deg <= 0 or self.robust_m <= 0:
             raise HandmocapError("cutoff_hz, passes, robust_deg and robust_m must be positive")
+        if self.sweep_speed <= 0 or self.sweep_cap < 1:
+            raise HandmocapError("sweep_speed must be positive and sweep_cap at least 1")
         if self.window_s <= 0 or self.overlap_s < 0:
             raise HandmocapError("window_s must be positive and overlap_s >= 0")
         return self
@@ -120,13 +127,16 @@ class PriorConfig:
     def enabled(self) -> bool:
         return self.smoothing > 0.0
 
-    def penalties(self, fps: float) -> tuple[float, float]:
+    def penalties(self, fps: float, raise_by: float | np.ndarray = 1.0):
         """(lam_a, lam_j): the acceleration and jerk weights that put the cut-off at
-        ``cutoff_hz / smoothing`` for a track sampled at ``fps`` (a frame's data weight is
-        1). A sinusoid of angular frequency w (rad/frame) has jerk ``(2 sin(w/2))^3`` times
-        its amplitude: the jerk penalty equals the data term at the cut-off."""
-        w = min(np.pi, 2.0 * np.pi * self.cutoff_hz / (self.smoothing * fps))
+        ``raise_by * cutoff_hz / smoothing`` for a track sampled at ``fps`` (a frame's data
+        weight is 1); floats, or arrays shaped like ``raise_by``. A sinusoid of angular
+        frequency w (rad/frame) has jerk ``(2 sin(w/2))^3`` times its amplitude: the jerk
+        penalty equals the data term at the cut-off."""
+        w = np.minimum(np.pi, 2.0 * np.pi * self.cutoff_hz * raise_by / (self.smoothing * fps))
         gain = 2.0 * np.sin(w / 2.0)
+        if np.ndim(gain) == 0:
+            return self.accel_share * float(gain) ** -4, float(gain) ** -6
         return self.accel_share * gain**-4, gain**-6
 
 
@@ -136,16 +146,18 @@ _JERK = np.array([-1.0, 3.0, -3.0, 1.0])
 _BAND = 3  # half-bandwidth of D3^T D3
 
 
-def _gram_band(stencil: np.ndarray, n: int) -> np.ndarray:
-    """The diagonals of ``D^T D`` for the difference operator ``D`` with ``stencil`` over
-    ``n`` samples: (_BAND + 1, n), row ``k`` the k-th superdiagonal, left-aligned."""
+def _gram_band(stencil: np.ndarray, n: int, lam: float | np.ndarray = 1.0) -> np.ndarray:
+    """The diagonals of ``D^T diag(lam) D`` for the difference operator ``D`` with
+    ``stencil`` over ``n`` samples, ``lam`` a float or one weight per row of ``D``
+    (n - len(stencil) + 1,): (_BAND + 1, n), row ``k`` the k-th superdiagonal,
+    left-aligned."""
     out = np.zeros((_BAND + 1, n))
     rows = n - len(stencil) + 1
     if rows <= 0:
         return out
     for k in range(len(stencil)):
         for a in range(len(stencil) - k):
-            out[k, a : a + rows] += stencil[a] * stencil[a + k]
+            out[k, a : a + rows] += lam * stencil[a] * stencil[a + k]
     return out
 
 
@@ -165,25 +177,29 @@ def _differences(stencil: np.ndarray, x: np.ndarray) -> np.ndarray:
     return sum(s * x[a : a + m] for a, s in enumerate(stencil))
 
 
-def smooth_solve(target: np.ndarray, weights: np.ndarray, lam_a: float, lam_j: float,
-                 velocity: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def smooth_solve(target: np.ndarray, weights: np.ndarray, lam_a: float | np.ndarray,
+                 lam_j: float | np.ndarray, velocity: np.ndarray | None = None,
+                 ) -> np.ndarray:  # fmt: skip
     """The correction ``d`` (T, G, C) minimising
 
         sum w_tg |d_tg - target_tg|^2 + lam_a |D2 (v + D1 d)|^2 + lam_j |D3' (v + D1 d)|^2
 
     per group ``g`` (its own weights ``weights`` (T, G)), where ``v`` (T - 1, G, C) is a
     reference velocity (zero if None): with ``v = 0`` this is a plain smoothing spline of
-    ``target`` on a uniform grid. One banded Cholesky solve per group, all frames at once.
-    """
+    ``target`` on a uniform grid. ``lam_a`` and ``lam_j`` are floats, or one weight per
+    acceleration (T - 2,) and jerk (T - 3,) term. One banded Cholesky solve per group, all
+    frames at once."""
     t, groups, _ = target.shape
-    d2, d3 = _gram_band(_ACCEL, t), _gram_band(_JERK, t)
+    d2, d3 = _gram_band(_ACCEL, t, lam_a), _gram_band(_JERK, t, lam_j)
     rhs = weights[..., None] * target
     if velocity is not None and len(velocity) > 1:
-        rhs = rhs - lam_a * _apply_transposed(_ACCEL, np.diff(velocity, axis=0), t)
-        rhs = rhs - lam_j * _apply_transposed(_JERK, np.diff(velocity, n=2, axis=0), t)
+        per_row = (slice(None), *([None] * (velocity.ndim - 1)))
+        a = np.diff(velocity, axis=0) * (lam_a if np.ndim(lam_a) == 0 else lam_a[per_row])
+        j = np.diff(velocity, n=2, axis=0) * (lam_j if np.ndim(lam_j) == 0 else lam_j[per_row])
+        rhs = rhs - _apply_transposed(_ACCEL, a, t) - _apply_transposed(_JERK, j, t)
     upper = np.zeros_like(d2)  # solveh_banded's upper form: diagonal k right-aligned in row -k
     for k in range(_BAND + 1):
-        upper[_BAND - k, k:] = (lam_a * d2[k] + lam_j * d3[k])[: t - k]
+        upper[_BAND - k, k:] = (d2[k] + d3[k])[: t - k]
     out = np.empty_like(target)
     for g in range(groups):
         band = upper.copy()
@@ -322,11 +338,54 @@ def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
             q = limits[0].clip(q, limits[1])
     p_obs = np.zeros((n, 3))
     p_obs[index] = translation
-    p = p0
-    for _ in range(config.passes):
-        w_eff = w[:, 16:] * _cauchy(np.linalg.norm(p_obs - p, axis=-1), config.robust_m)[:, None]
-        p = smooth_solve(p_obs[:, None], w_eff, lam_a, lam_j)[:, 0]
+    p = _smooth_translation(p0, p_obs, w[:, 16:], lam_a, lam_j, config)
+    raise_by = sweep_factor(p, fps, config)
+    if np.any(raise_by > 1.0):
+        # A fast sweep, seen on the smooth path: solved again with the cut-off raised
+        # there, each penalty term by the fastest of the frames it spans.
+        lam_a, _ = config.penalties(fps, _spanned_max(raise_by, len(_ACCEL)))
+        _, lam_j = config.penalties(fps, _spanned_max(raise_by, len(_JERK)))
+        p = _smooth_translation(p0, p_obs, w[:, 16:], lam_a, lam_j, config)
     return SegmentSolution(q, p, q0, p0)
+
+
+def _smooth_translation(start: np.ndarray, observed: np.ndarray, weights: np.ndarray,
+                        lam_a: float | np.ndarray, lam_j: float | np.ndarray,
+                        config: PriorConfig) -> np.ndarray:  # fmt: skip
+    """(n, 3) m: the ``observed`` (n, 3) translations (``weights`` (n, 1), 0 where hidden)
+    smoothed from ``start`` (n, 3), the Cauchy weights renewed each pass."""
+    p = start
+    for _ in range(config.passes):
+        residual = np.linalg.norm(observed - p, axis=-1)
+        w_eff = weights * _cauchy(residual, config.robust_m)[:, None]
+        p = smooth_solve(observed[:, None], w_eff, lam_a, lam_j)[:, 0]
+    return p
+
+
+def sweep_factor(translation: np.ndarray, fps: float, config: PriorConfig) -> np.ndarray:
+    """(n,) how much to raise the translation's cut-off on each frame of a smooth (n, 3)
+    wrist path in camera space (m): its speed across the view (radians per second, the
+    change of ``(x/z, y/z)``) over ``config.sweep_speed``, from 1 to ``config.sweep_cap``.
+
+    The per-frame fit places the hand across the view as precisely as the landmarks (a
+    few pixels); its depth, from the hand's size, is what is noisy. A cut-off that
+    quiets a slow hand bends a fast sweep: on the tutting clip (up to 2 rad/s) the 3 Hz
+    cut-off took the visible keypoints from 6.7 px off per frame to 14.1 px
+    (docs/architecture.md, "Motion prior"). Speed across the view, not in metres: the
+    depth's noise would pass for speed."""
+    n = len(translation)
+    if n < 3:
+        return np.ones(n)
+    view = translation[:, :2] / np.maximum(translation[:, 2:], 1e-3)
+    speed = np.empty(n)
+    speed[1:-1] = np.linalg.norm(view[2:] - view[:-2], axis=1) * fps / 2.0
+    speed[0], speed[-1] = speed[1], speed[-2]
+    return np.clip(speed / config.sweep_speed, 1.0, config.sweep_cap)
+
+
+def _spanned_max(x: np.ndarray, width: int) -> np.ndarray:
+    """(n - width + 1,) the largest of each ``width`` consecutive values of (n,) ``x``."""
+    return np.lib.stride_tricks.sliding_window_view(x, width).max(axis=1)
 
 
 def solve_windowed(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
