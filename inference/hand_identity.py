@@ -42,6 +42,9 @@ JOIN_RADIUS = 4.0
 # seconds before and after it: a straight line over a longer gap says little of where
 # a hand was.
 SLIP_WINDOW_SECONDS = 0.5
+# A row's place on its track's line is drawn between the track's rows at least this many
+# frames away: at a crossing point the rows next to a slipped one are pulled too.
+LINE_GAP = 2
 # A hand moves at most this many palm lengths from one frame to the next (the tutting
 # clip's fastest sweep is 0.4); a track that jumps further between adjacent frames has
 # swapped hands on one side of the jump.
@@ -125,26 +128,27 @@ def join_reappearing(tracks: tuple[Track, ...], max_gap: int | None) -> tuple[Tr
 def drop_slips(tracks: tuple[Track, ...], window: int) -> tuple[Track, ...]:
     """The tracks without the rows that slipped onto the other hand: a row of one track
     that lies nearer another track's place than its own. A track's own place is the
-    straight line between its nearest observed rows before and after the frame (the row
-    itself left out), both within ``window`` video frames; the other track's place is its
-    row on that frame where it has one, else its line (:func:`_places`); where either
-    place is unknown the row is kept. Rows are compared by mean keypoint distance in
-    pixels.
+    straight line between its nearest observed rows at least ``LINE_GAP`` frames before
+    and after the frame (:func:`_line_places`), both within ``window`` video frames; the
+    other track's place is its row on that frame where it has one, else its line
+    (:func:`_places`); where either place is unknown the row is kept. Rows are compared by
+    mean keypoint distance in pixels.
 
     Where the hands cross and one is lost, the other's crop can take in both hands for a
-    frame: its estimate then lies between them, nearer the lost one (on the ten crossings
-    of ``two_crossing``'s second render, three such rows were 0.61-0.80 as far from the
-    lost hand's line as from their own; every other row with its partner lost, 99 rows
-    over the ``two_hands`` suite's clips and ten-pass clips with lines within 15 frames,
-    was 1.54 times as far or more). Where both hands were seen, two estimates at a
-    crossing point can lie together between the hands: on a fresh render of the first
-    seed's ten crossings, rows 0.68 and 0.32 palm lengths from the other track's row
-    that frame and 0.74 and 0.42 from their own lines. Over the ``two_hands`` suite's
-    clips this drops four rows with the partner seen, all on that render, 0.41-0.73
-    palm lengths from their true hands (rows with the partner seen lie a median 0.06
-    from theirs). The tracker cannot tell in the moment, with neither hand's future in
-    view. A dropped row becomes a gap that the motion prior fills. The first
-    and last rows are never dropped."""
+    frame: its estimate then lies between them, nearer the lost one (lines through the next
+    rows: on the ten crossings of ``two_crossing``'s second render, three such rows were
+    0.61-0.80 as far from the lost hand's line as from their own; every other row with its
+    partner lost, 99 rows over the ``two_hands`` suite's clips and ten-pass clips with lines
+    within 15 frames, was 1.54 times as far or more). Where both hands were seen, two
+    estimates at a crossing point can lie together between the hands: on a fresh render of
+    the first seed's ten crossings, rows 0.68 and 0.32 palm lengths from the other track's
+    row that frame and 0.74 and 0.42 from their own lines. A slip there lasts a frame or
+    two, and the rows next to it are pulled as well, so a line through them would vouch for
+    it: hence ``LINE_GAP``. Over the ``two_hands`` suite's clips this drops nine rows with
+    the partner seen, 0.41-0.73 palm lengths from their true hands (rows with the partner
+    seen lie a median 0.06 from theirs). The tracker cannot tell in the moment, with neither
+    hand's future in view. A dropped row becomes a gap that the motion prior fills. A
+    track's first and last LINE_GAP rows are never dropped."""
     drop = {t.track_id: np.zeros(len(t), bool) for t in tracks}
     for a in tracks:
         for b in tracks:
@@ -259,15 +263,15 @@ def _places(track: Track, frames: np.ndarray, window: int) -> tuple[np.ndarray, 
 
 def _line_places(track: Track, frames: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Where ``track``'s hand was on each of the (N,) video ``frames``: (N, 21, 2) px on the
-    straight line between its nearest observed rows before and after the frame (a row on
-    the frame itself is left out), and (N,) bool, whether both lie within ``window``
-    frames (elsewhere the place means nothing)."""
+    straight line between its nearest observed rows at least ``LINE_GAP`` frames before
+    and after the frame (the rows nearer it are left out), and (N,) bool, whether both
+    lie within ``window`` frames (elsewhere the place means nothing)."""
     seen = _observed(track)
     known, xy = track.frames[seen], track.keypoints_2d[seen].astype(np.float64)
     if not known.size:
         return np.zeros((frames.size, 21, 2)), np.zeros(frames.size, bool)
-    i = np.searchsorted(known, frames, side="left") - 1
-    j = np.searchsorted(known, frames, side="right")
+    i = np.searchsorted(known, frames - LINE_GAP, side="right") - 1
+    j = np.searchsorted(known, frames + LINE_GAP, side="left")
     ok = (i >= 0) & (j < known.size)
     i, j = np.clip(i, 0, known.size - 1), np.clip(j, 0, known.size - 1)
     ok &= (frames - known[i] <= window) & (known[j] - frames <= window)

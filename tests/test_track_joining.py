@@ -214,3 +214,25 @@ def test_rows_that_ran_on_with_the_lost_hand_go_to_its_track() -> None:
     assert move_strays((replace(a, keypoints_2d=near), b))[1] == 0
     b_back_later = _crossing(1, 500.0, 260.0, frames[(frames <= 10) | (frames >= 18)])
     assert move_strays((a_slid, b_back_later))[1] == 0
+
+
+def test_rows_next_to_a_slip_do_not_vouch_for_it() -> None:
+    """A crossing where A slipped onto B's hand for two frames (rows 10 and 11, 14 and 2 px
+    from B's true place), was lost on 12-16, and B's own estimate on frame 11 was pulled
+    30 px toward A. A row's own line is drawn between its track's rows at least LINE_GAP
+    (2) frames away, so A's line on frame 11 runs from row 9 to row 17 on A's true path,
+    42.5 px from the slipped row and 30.1 px from B's: the three estimates that are off
+    go, and B's true row on frame 10 stays. Drawn from the next rows (row 10 itself
+    slipped), A's line passed 26.2 px from it and both slipped rows stayed while B's true
+    row on frame 10 went."""
+    frames = np.arange(21)
+    a = _crossing(0, 100.0, 240.0, frames[(frames < 12) | (frames > 16)])
+    b = _crossing(1, 500.0, 260.0, frames)
+    ka, kb = a.keypoints_2d.copy(), b.keypoints_2d.copy()
+    ka[10] += np.array([286.0 - 300.0, 258.0 - 240.0], np.float32)  # A's row index = frame
+    ka[11] += np.array([282.0 - 320.0, 259.0 - 240.0], np.float32)
+    kb[11] += np.array([310.0 - 280.0, 248.0 - 260.0], np.float32)
+
+    out_a, out_b = drop_slips((replace(a, keypoints_2d=ka), replace(b, keypoints_2d=kb)), 15)
+    assert np.array_equal(np.setdiff1d(a.frames, out_a.frames), [10, 11])
+    assert np.array_equal(np.setdiff1d(b.frames, out_b.frames), [11])
