@@ -127,7 +127,9 @@ class PriorConfig:
     def enabled(self) -> bool:
         return self.smoothing > 0.0
 
-    def penalties(self, fps: float, raise_by: float | np.ndarray = 1.0):
+    def penalties(
+        self, fps: float, raise_by: float | np.ndarray = 1.0
+    ) -> tuple[float | np.ndarray, float | np.ndarray]:
         """(lam_a, lam_j): the acceleration and jerk weights that put the cut-off at
         ``raise_by * cutoff_hz / smoothing`` for a track sampled at ``fps`` (a frame's data
         weight is 1); floats, or arrays shaped like ``raise_by``. A sinusoid of angular
@@ -340,7 +342,7 @@ def solve_segment(index: np.ndarray, quats: np.ndarray, translation: np.ndarray,
     p_obs[index] = translation
     p = _smooth_translation(p0, p_obs, w[:, 16:], lam_a, lam_j, config)
     raise_by = sweep_factor(p, fps, config)
-    if np.any(raise_by > 1.0):
+    if n >= len(_JERK) and np.any(raise_by > 1.0):
         # A fast sweep, seen on the smooth path: solved again with the cut-off raised
         # there, each penalty term by the fastest of the frames it spans.
         lam_a, _ = config.penalties(fps, _spanned_max(raise_by, len(_ACCEL)))
@@ -369,10 +371,10 @@ def sweep_factor(translation: np.ndarray, fps: float, config: PriorConfig) -> np
 
     The per-frame fit places the hand across the view as precisely as the landmarks (a
     few pixels); its depth, from the hand's size, is what is noisy. A cut-off that
-    quiets a slow hand bends a fast sweep: on the tutting clip (up to 2 rad/s) the 3 Hz
-    cut-off took the visible keypoints from 6.7 px off per frame to 14.1 px
-    (docs/architecture.md, "Motion prior"). Speed across the view, not in metres: the
-    depth's noise would pass for speed."""
+    quiets a slow hand bends a fast sweep: on the tutting clip played ten times (up to
+    2 rad/s) the 3 Hz cut-off took the visible keypoints from 6.7 px off per frame to
+    14.1 px (docs/architecture.md, "The animated hands lag a fast sweep"). Speed across
+    the view, not in metres: the depth's noise would pass for speed."""
     n = len(translation)
     if n < 3:
         return np.ones(n)

@@ -157,6 +157,9 @@ def test_a_fast_sweep_across_the_view_keeps_its_place() -> None:
     assert errors(raised.keypoints_3d)[0] <= 0.6 * errors(fixed.keypoints_3d)[0]
     assert errors(raised.keypoints_3d)[1] <= 0.85 * per_frame[1]
     assert np.all(mp.sweep_factor(transl, FPS, mp.PriorConfig()) <= 4.0)
+    across = np.array([[0.0, 0.05, 0.45], [0.05, 0.05, 0.45], [0.1, 0.05, 0.45]])
+    assert mp.sweep_factor(across, FPS, mp.PriorConfig())[1] > 3.0  # 3.3 rad/s
+    assert np.isfinite(_smooth(_track(pose[:3], across)).translation).all()  # three frames
 
 
 def test_a_hand_slower_than_the_sweep_speed_is_smoothed_as_before() -> None:
