@@ -622,11 +622,10 @@ def suite_prior(ref: float) -> Result:
     finger taps, fast tutting sweeps) PA-MPJPE, acceleration error of the wrist-relative
     keypoints, where the hand sits in the picture (2D, translation and global rotation
     kept), finger flexion-angle error and jitter against the landmarks' own, error on
-    filled frames,
-    share of keys "Reduce keys" removes at 1 deg, for the default strength and a sweep;
-    infill error against hidden-run length; on the real office clip calm-third jitter
-    against MediaPipe's world landmarks and the stage's share of the capture; 10,000
-    frames timed."""
+    filled frames, share of keys "Reduce keys" removes at 1 deg, for the default strength
+    and a sweep; infill error against hidden-run length; on the real office clip
+    calm-third jitter against MediaPipe's world landmarks and the stage's share of the
+    capture; 10,000 frames timed."""
     from handmocap.inference.motion_prior import DEFAULT_SMOOTHING
 
     sweep = tuple(sorted({*PRIOR_SWEEP, DEFAULT_SMOOTHING}))

@@ -169,7 +169,7 @@ def test_a_row_nearer_the_other_hands_row_than_its_own_line_is_dropped() -> None
     """The same crossing with B seen on every frame: on frame 11 B's row is at x 280,
     y 260, and A's row lies 19.7 px from it and 25.0 px from A's own line: one estimate
     between two hands that can be told from neither, so it goes. B's row there lies on
-    its own line and 44.7 px from A's: it stays, as does A's row where it lies on A."""
+    its own line, 19.7 px from A's row: it stays, as does A's row where it lies on A."""
     frames = np.arange(21)
     a = _crossing(0, 100.0, 240.0, frames)
     b = _crossing(1, 500.0, 260.0, frames)
