@@ -126,6 +126,28 @@ def score_two_hands(
     )
 
 
+def acceleration_error_px(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> float:
+    """Mean 2D acceleration error (px/frame^2) of ``take``'s keypoints against the truth:
+    on every three consecutive frames a track lies on one true hand, the second
+    difference of its keypoints less the true hand's, mean over keypoints. Jitter raises
+    it, and so does a lag that rounds off a fast turn; nan with no such frames."""
+    matches = match_rows(take, truth, match_px)
+    errors = []
+    for tr in take.tracks:
+        hand, frames = matches[tr.track_id], tr.frames
+        i = np.flatnonzero((frames[2:] - frames[:-2] == 2) & (hand[:-2] >= 0)
+                           & (hand[:-2] == hand[1:-1]) & (hand[1:-1] == hand[2:]))  # fmt: skip
+        if not i.size:
+            continue
+        xy = tr.keypoints_2d.astype(np.float64)
+        ours = xy[i] - 2 * xy[i + 1] + xy[i + 2]
+        gt = truth.keypoints_px
+        h = hand[i]
+        true = gt[frames[i], h] - 2 * gt[frames[i + 1], h] + gt[frames[i + 2], h]
+        errors.append(np.linalg.norm(ours - true, axis=-1).mean(axis=1))
+    return float(np.mean(np.concatenate(errors))) if errors else float("nan")
+
+
 def animated_keypoints(take):
     """``take`` with each fitted track's ``keypoints_2d`` replaced by its animated hand: the
     MANO keypoints after the fit and the motion prior (``keypoints_3d``, camera space)

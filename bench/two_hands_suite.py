@@ -19,7 +19,13 @@ from .mediapipe_reference import run_mediapipe_solution
 from .prior_eval import pa_mpjpe_mm
 from .synth.cache import ROOT, cached_clip
 from .synth.ground_truth import ClipGroundTruth, load_alone_rgb, load_ground_truth
-from .two_hands_eval import TwoHandScore, animated_keypoints, match_rows, score_two_hands
+from .two_hands_eval import (
+    TwoHandScore,
+    acceleration_error_px,
+    animated_keypoints,
+    match_rows,
+    score_two_hands,
+)
 
 # (preset, Cycles noise seed, scene seed): the crossing on two renders, then every contact
 # clip. On this 2-core machine a contact clip takes 10-20 min to render the first time
@@ -121,7 +127,8 @@ def _animated_metrics(tag: str, take, truth: ClipGroundTruth) -> list:
     keys, where the other figures score the landmark network's observation per frame."""
     from .suites import Metric
 
-    s = score_two_hands(animated_keypoints(take), truth)
+    animated = animated_keypoints(take)
+    s = score_two_hands(animated, truth)
     back = _back_hand(truth)
     note = "animated hand: the fit after the prior, projected"
     return [
@@ -133,6 +140,8 @@ def _animated_metrics(tag: str, take, truth: ClipGroundTruth) -> list:
         Metric(f"{tag}_animated_hidden_2d_error", round(s.hidden_px, 2), "px",
                f"{note}; median of {s.hidden_keypoints} keypoints"),
         Metric(f"{tag}_animated_visible_2d_error", round(s.visible_px, 2), "px", note),
+        Metric(f"{tag}_animated_accel_2d_error", round(acceleration_error_px(animated, truth), 3),
+               "px/frame^2", f"{note}; jitter, or a lag rounding off a fast turn"),
     ]  # fmt: skip
 
 

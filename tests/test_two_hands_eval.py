@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.synth.ground_truth import Visibility
-from bench.two_hands_eval import animated_keypoints, score_two_hands
+from bench.two_hands_eval import acceleration_error_px, animated_keypoints, score_two_hands
 from handmocap.take import EngineFacts, FrameFlag, Take, Track, make_header
 
 
@@ -66,3 +66,32 @@ def test_the_hidden_keypoints_error_says_how_many_keypoints_it_is_over():
     assert (score.hidden_px, score.hidden_keypoints, score.visible_px) == (10.0, 6, 2.0)
     seen = score_two_hands(take, truth, infilled=False)
     assert (seen.hidden_px, seen.hidden_keypoints) == (10.0, 3)
+
+
+def test_the_acceleration_error_counts_jitter_and_a_rounded_turn():
+    """A true hand moving 10 px a frame to the right for 6 frames (4 triples of frames). A
+    track on it with one keypoint 3 px off on frame 2 errs by 3, 6 and 3 px/frame^2 on
+    that keypoint over the three triples around it and by 0 elsewhere: a mean of
+    12 / (4 x 21). A track that follows the truth exactly scores 0; one far from every
+    hand scores nothing (nan)."""
+    n = 6
+    truth_xy = np.zeros((n, 2, 21, 2))
+    truth_xy[:, 0, :, 0] = 100.0 + 10.0 * np.arange(n)[:, None]
+    truth_xy[:, 1] = 900.0  # the other hand, far off
+    truth = SimpleNamespace(keypoints_px=truth_xy, num_hands=2, num_frames=n,
+                            handedness=("right", "left"))  # fmt: skip
+
+    def take_of(xy: np.ndarray) -> SimpleNamespace:
+        track = replace(_track(0, None), frames=np.arange(n), keypoints_2d=xy,
+                        keypoints_rel_depth=np.zeros((n, 21)),
+                        world_landmarks=np.zeros((n, 21, 3)), confidence=np.full((n, 21), 0.9),
+                        right_prob=np.full(n, 0.9),
+                        flags=np.full(n, FrameFlag.TRACKED, np.uint8))  # fmt: skip
+        return SimpleNamespace(tracks=(track,))
+
+    exact = truth_xy[:, 0].copy()
+    assert acceleration_error_px(take_of(exact), truth) == pytest.approx(0.0)
+    jittered = exact.copy()
+    jittered[2, 5, 1] += 3.0
+    assert acceleration_error_px(take_of(jittered), truth) == pytest.approx(12.0 / 4 / 21)
+    assert np.isnan(acceleration_error_px(take_of(exact + 500.0), truth))
