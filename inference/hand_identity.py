@@ -255,8 +255,10 @@ def _places(track: Track, frames: np.ndarray, window: int) -> tuple[np.ndarray, 
     whether the place is known."""
     xy, known = _line_places(track, frames, window)
     seen = np.flatnonzero(_observed(track))
-    at = np.clip(np.searchsorted(track.frames[seen], frames), 0, max(seen.size - 1, 0))
-    here = (track.frames[seen][at] == frames) if seen.size else np.zeros(frames.size, bool)
+    if not seen.size:
+        return xy, known
+    at = np.clip(np.searchsorted(track.frames[seen], frames), 0, seen.size - 1)
+    here = track.frames[seen[at]] == frames
     xy[here] = track.keypoints_2d[seen[at[here]]]
     return xy, known | here
 

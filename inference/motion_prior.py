@@ -195,9 +195,9 @@ def smooth_solve(target: np.ndarray, weights: np.ndarray, lam_a: float | np.ndar
     d2, d3 = _gram_band(_ACCEL, t, lam_a), _gram_band(_JERK, t, lam_j)
     rhs = weights[..., None] * target
     if velocity is not None and len(velocity) > 1:
-        per_row = (slice(None), *([None] * (velocity.ndim - 1)))
-        a = np.diff(velocity, axis=0) * (lam_a if np.ndim(lam_a) == 0 else lam_a[per_row])
-        j = np.diff(velocity, n=2, axis=0) * (lam_j if np.ndim(lam_j) == 0 else lam_j[per_row])
+        trailing = (1,) * (velocity.ndim - 1)  # a per-term weight broadcast over G, C
+        a = np.diff(velocity, axis=0) * np.reshape(lam_a, (-1, *trailing))
+        j = np.diff(velocity, n=2, axis=0) * np.reshape(lam_j, (-1, *trailing))
         rhs = rhs - _apply_transposed(_ACCEL, a, t) - _apply_transposed(_JERK, j, t)
     upper = np.zeros_like(d2)  # solveh_banded's upper form: diagonal k right-aligned in row -k
     for k in range(_BAND + 1):
