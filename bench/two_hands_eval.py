@@ -126,6 +126,42 @@ def score_two_hands(
     )
 
 
+def hidden_error_grid(
+    take, truth: ClipGroundTruth, match_px: float = MATCH_PX, infilled: bool = True
+) -> np.ndarray:
+    """(T, H, 21) px: each keypoint's 2D error on the frames a track of ``take`` lies on its
+    true hand and the other hand hides it; nan elsewhere (a keypoint not hidden, a hand no
+    track lies on). Where two tracks lie on one hand, the first in ``take`` counts.
+    ``infilled`` False leaves out the rows the motion prior filled, as in
+    :func:`score_two_hands`."""
+    grid = np.full((truth.num_frames, truth.num_hands, 21), np.nan)
+    claimed = np.zeros((truth.num_frames, truth.num_hands), bool)
+    matches = match_rows(take, truth, match_px)
+    for tr in take.tracks:
+        hands = matches[tr.track_id]
+        if not infilled:
+            hands = np.where((tr.flags & FrameFlag.INFILLED) > 0, -1, hands)
+        for row, (f, h) in enumerate(zip(tr.frames, hands, strict=True)):
+            if h < 0 or claimed[f, h]:
+                continue
+            claimed[f, h] = True
+            hidden = truth.visibility[f, h] == Visibility.OCCLUDED_BY_OTHER_HAND
+            err = np.linalg.norm(tr.keypoints_2d[row] - truth.keypoints_px[f, h], axis=1)
+            grid[f, h, hidden] = err[hidden]
+    return grid
+
+
+def paired_change(new: np.ndarray, old: np.ndarray) -> tuple[float, int]:
+    """(median of ``new`` / median of ``old`` - 1, keypoints): two :func:`hidden_error_grid`
+    compared on the keypoints both scored, so that a capture which finds a hand on more
+    frames is not judged on a different set (negative = lower error). nan, 0 when they
+    share none."""
+    both = np.isfinite(new) & np.isfinite(old)
+    if not both.any():
+        return float("nan"), 0
+    return float(np.median(new[both]) / np.median(old[both]) - 1.0), int(both.sum())
+
+
 def acceleration_error_px(take, truth: ClipGroundTruth, match_px: float = MATCH_PX) -> float:
     """Mean 2D acceleration error (px/frame^2) of ``take``'s keypoints against the truth:
     on every three consecutive frames a track lies on one true hand, the second

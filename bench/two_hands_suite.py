@@ -23,7 +23,9 @@ from .two_hands_eval import (
     TwoHandScore,
     acceleration_error_px,
     animated_keypoints,
+    hidden_error_grid,
     match_rows,
+    paired_change,
     score_two_hands,
 )
 
@@ -254,12 +256,14 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
         name = f"{preset}_scene{scene}_seed{seed}"
     truth = load_ground_truth(npz)
     metrics: list = []
-    scores = {}
+    scores, grids = {}, {}
     for on in (False, True):
         take, seconds, tracker = _capture(mp4, on)
         score = score_two_hands(take, truth)
         seen = score_two_hands(take, truth, infilled=False)
         scores[on] = seen
+        grids[on] = (hidden_error_grid(take, truth, infilled=False),
+                     hidden_error_grid(animated_keypoints(take), truth))  # fmt: skip
         tag = f"{name}_{'with' if on else 'without'}_stage"
         metrics += _score_metrics(tag, score, truth)
         metrics += [
@@ -274,8 +278,8 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
         ]  # fmt: skip
         metrics.append(Metric(f"{tag}_pa_mpjpe", round(_pa_mpjpe(take, truth), 2), "mm",
                               "median, fitted 3D keypoints after the prior"))  # fmt: skip
+        metrics += _animated_metrics(tag, take, truth)
         if on:
-            metrics += _animated_metrics(tag, take, truth)
             # The share from one capture moves by a few points on this shared machine:
             # the median of this one and TIMING_RUNS - 1 more.
             runs = [(tracker.deocclusion_seconds, seconds)]
@@ -296,6 +300,13 @@ def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
                           "with / without the stage, minus 1 (negative = lower), rows the "
                           f"prior did not fill; {on.hidden_keypoints} and "
                           f"{off.hidden_keypoints} keypoints"))  # fmt: skip
+    for i, what in enumerate(("observed", "animated")):
+        change, count = paired_change(grids[True][i], grids[False][i])
+        metrics.append(Metric(
+            f"{name}_{what}_hidden_error_change_paired", round(change, 4), "ratio - 1",
+            f"with / without the stage, minus 1, {what} hands, medians over the {count} hidden "
+            "keypoints both captures scored" + (", rows the prior did not fill"
+                                                if what == "observed" else "")))  # fmt: skip
     reference = run_mediapipe_solution(mp4, max_hands=2)
     metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
         mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip
@@ -343,8 +354,7 @@ def _repeated_metrics() -> list:
                 metrics += _score_metrics(tag, score_two_hands(take, truth), truth)
                 metrics.append(Metric(f"{tag}_tracks", len(take.tracks), "tracks",
                                       f"{truth.num_frames} frames, two hands"))  # fmt: skip
-                if on:
-                    metrics += _animated_metrics(tag, take, truth)
+                metrics += _animated_metrics(tag, take, truth)
             reference = run_mediapipe_solution(mp4, max_hands=2)
             metrics += _score_metrics(f"{name}_mediapipe", score_two_hands(
                 mediapipe_as_tracks(reference.frames), truth), truth)  # fmt: skip

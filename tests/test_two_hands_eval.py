@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from bench.synth.ground_truth import Visibility
-from bench.two_hands_eval import acceleration_error_px, animated_keypoints, score_two_hands
+from bench.two_hands_eval import (
+    acceleration_error_px,
+    animated_keypoints,
+    hidden_error_grid,
+    paired_change,
+    score_two_hands,
+)
 from handmocap.take import EngineFacts, FrameFlag, Take, Track, make_header
 
 
@@ -95,3 +101,43 @@ def test_the_acceleration_error_counts_jitter_and_a_rounded_turn():
     jittered[2, 5, 1] += 3.0
     assert acceleration_error_px(take_of(jittered), truth) == pytest.approx(12.0 / 4 / 21)
     assert np.isnan(acceleration_error_px(take_of(exact + 500.0), truth))
+
+
+def test_the_paired_change_compares_hidden_keypoints_both_captures_scored():
+    """A two-frame clip, the right hand's three last keypoints hidden on both frames. One
+    capture finds the hand on frame 0 only, 12 px off there; the other on both frames,
+    6 px off on frame 0 and 30 px off on frame 1. Medians over each capture's own
+    keypoints would say 12 px against 18 px (+50%); on the three keypoints both scored,
+    6 against 12 px: -50%. A second track on the same hand does not count twice, and a
+    row the prior filled is left out when asked."""
+    truth_xy = np.zeros((2, 2, 21, 2))
+    truth_xy[:, 1] = 300.0  # the left hand, far off
+    visibility = np.full((2, 2, 21), Visibility.VISIBLE, np.int8)
+    visibility[:, 0, 18:] = Visibility.OCCLUDED_BY_OTHER_HAND
+    truth = SimpleNamespace(keypoints_px=truth_xy, visibility=visibility, num_hands=2,
+                            num_frames=2, handedness=("right", "left"))  # fmt: skip
+    header = make_header("clip.mp4", 30.0, 640, 480, np.eye(3), "guess",
+                         engine=EngineFacts(device="cpu", frames_read=2))  # fmt: skip
+
+    def take_of(*offsets: float, flags=(FrameFlag.TRACKED, FrameFlag.TRACKED)) -> Take:
+        xy = np.zeros((2, 21, 2))
+        for row, off in enumerate(offsets):
+            xy[row, 18:, 1] = off
+        rows = len(offsets)
+        track = replace(_track(0, None), frames=np.arange(rows), keypoints_2d=xy[:rows],
+                        keypoints_rel_depth=np.zeros((rows, 21)),
+                        world_landmarks=np.zeros((rows, 21, 3)),
+                        confidence=np.full((rows, 21), 0.9), right_prob=np.full(rows, 0.9),
+                        flags=np.array(flags[:rows], np.uint8))  # fmt: skip
+        return Take(header, (track, replace(track, track_id=1, keypoints_2d=xy[:rows] + 40.0)))
+
+    one = hidden_error_grid(take_of(12.0), truth)
+    both = hidden_error_grid(take_of(6.0, 30.0), truth)
+    assert one.shape == (2, 2, 21)
+    assert np.isfinite(one).sum() == 3 and np.isfinite(both).sum() == 6
+    np.testing.assert_allclose(both[:, 0, 18:], [[6.0] * 3, [30.0] * 3])
+    change, count = paired_change(both, one)
+    assert (change, count) == (pytest.approx(-0.5), 3)
+    filled = take_of(6.0, 30.0, flags=(FrameFlag.TRACKED, FrameFlag.INFILLED))
+    assert np.isfinite(hidden_error_grid(filled, truth, infilled=False)).sum() == 3
+    assert paired_change(one, np.full_like(one, np.nan)) == (pytest.approx(np.nan, nan_ok=True), 0)
