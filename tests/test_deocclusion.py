@@ -189,6 +189,7 @@ def test_a_covered_hands_removal_paints_the_other_hand_up_to_a_narrower_edge():
     assert (under.removal[narrow] == frame[narrow]).all()
     np.testing.assert_array_equal(under.deocclusion, front.deocclusion)
 
+
 def test_remove_hand_paints_the_whole_hand_inside_its_crop_only():
     """The search for a hidden hand paints the known hand's whole silhouette (fingers,
     palm, forearm) inside its crop with the background, and leaves everything else as it
