@@ -31,6 +31,7 @@ from .hand_identity import (
     SLIP_WINDOW_SECONDS,
     decide_sides,
     drop_phantoms,
+    drop_pulled,
     drop_slips,
     join_reappearing,
     keep_side,
@@ -158,7 +159,8 @@ def capture(
        :mod:`.deocclusion`); then the tracks are settled over the whole clip
        (:mod:`.hand_identity`: phantoms dropped, sides decided, a hand that came back
        joined to its track, rows that ran on with the other hand moved to its track, a
-       row that slipped onto the other hand dropped, and for a one-side capture
+       row that slipped onto the other hand dropped, as is the last row before a loss
+       that lies on the other hand, and for a one-side capture
        ``config.hands`` the other side dropped, with a warning in the header when only
        the other side was seen).
     2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
@@ -223,6 +225,7 @@ def capture(
     tracks, moved = move_strays(tracks)
     rows = sum(len(t) for t in tracks)
     tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
+    tracks = drop_pulled(tracks)
     slipped = rows - sum(len(t) for t in tracks)
     tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:
@@ -299,7 +302,8 @@ def stage_facts(
     moved: int = 0,
 ) -> dict:
     """The header's record of the optional stages that ran and their settings, and of
-    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`)
+    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`,
+    :func:`.hand_identity.drop_pulled`)
     and the stray rows it ``moved`` to the other track (:func:`.hand_identity.move_strays`)."""
     deocc = tracker.config.deocclusion
     facts: dict = {

@@ -13,6 +13,7 @@ import pytest
 from handmocap.inference.hand_identity import (
     decide_sides,
     drop_phantoms,
+    drop_pulled,
     drop_slips,
     join_reappearing,
     keep_side,
@@ -20,7 +21,7 @@ from handmocap.inference.hand_identity import (
     side_evidence,
 )
 from handmocap.sides import Side
-from handmocap.take import FrameFlag, Track
+from handmocap.take import OBSERVATION_FIELDS, FrameFlag, Track
 
 
 def _track(track_id: int, first: int, last: int, p_right: float) -> Track:
@@ -181,6 +182,39 @@ def test_a_row_nearer_the_other_hands_row_than_its_own_line_is_dropped() -> None
     assert out_b is b
     kept = drop_slips((a, b), window=15)
     assert kept[0] is a and kept[1] is b
+
+
+def test_the_last_row_before_a_loss_that_lies_on_the_other_hand_is_dropped() -> None:
+    """Hands crossing at frame 10 (A rightward at y 240, B leftward at y 260, palms 80 px),
+    A lost on frames 11-13 behind B. A's row on frame 10 pulled onto B's, 30 px from it
+    (0.375 palm lengths): it goes, and nothing else. At 60 px (0.75) it stays; so it does
+    where B has no row on frame 10, where frame 10 is A's last row, and where A was seen on
+    every second frame only (no loss, just the stride)."""
+    frames = np.arange(21)
+    lost = np.isin(frames, [11, 12, 13])
+    a = _crossing(0, 100.0, 240.0, frames[~lost])
+    b = _crossing(1, 500.0, 260.0, frames)
+
+    def pulled(track: Track, row: int, px: float) -> Track:
+        xy = track.keypoints_2d.copy()
+        target = b.keypoints_2d[np.flatnonzero(b.frames == track.frames[row])[0]]
+        xy[row] = target + np.array([px, 0.0], np.float32)
+        return replace(track, keypoints_2d=xy)
+
+    out_a, out_b = drop_pulled((pulled(a, 10, 30.0), b))
+    assert np.array_equal(out_a.frames, frames[~lost & (frames != 10)])
+    assert out_b is b
+    kept = pulled(a, 10, 60.0)
+    assert drop_pulled((kept, b))[0] is kept
+    near = pulled(a, 10, 30.0)
+    b_away = replace(b, **{n: getattr(b, n)[b.frames != 10] for n in OBSERVATION_FIELDS})
+    assert drop_pulled((near, b_away))[0] is near
+    ends = _crossing(0, 100.0, 240.0, frames[:11])
+    ends = pulled(ends, 10, 30.0)
+    assert drop_pulled((ends, b))[0] is ends
+    even = _crossing(0, 100.0, 240.0, frames[::2])
+    even = pulled(even, 5, 30.0)  # frame 10, next row frame 12: the stride
+    assert drop_pulled((even, b))[0] is even
 
 
 def test_rows_that_ran_on_with_the_lost_hand_go_to_its_track() -> None:
