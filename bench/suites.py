@@ -45,6 +45,12 @@ class Result:
             "metrics": [asdict(m) for m in self.metrics],
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> Result:
+        """The result :meth:`to_json` wrote (a ``written`` time or other keys are ignored)."""
+        return cls(data["suite"], data["description"], float(data["reference_s"]),
+                   tuple(Metric(**m) for m in data["metrics"]))  # fmt: skip
+
 
 def reference_seconds(repeats: int = 5) -> float:
     """Best-of-``repeats`` time of a fixed CPU workload (float64 matrix products on 2 threads
