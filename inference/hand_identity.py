@@ -200,10 +200,9 @@ def drop_pulled(tracks: tuple[Track, ...]) -> tuple[Track, ...]:
         step = int(np.diff(a.frames).min())
         edge = np.flatnonzero(np.diff(a.frames) > step)  # the row before each loss
         for b in tracks:
-            if b is a or not edge.size:
+            if b is a or not edge.size or not len(b):
                 continue
-            at = np.searchsorted(b.frames, a.frames[edge])
-            at = np.minimum(at, len(b) - 1)
+            at = np.minimum(np.searchsorted(b.frames, a.frames[edge]), len(b) - 1)
             both = b.frames[at] == a.frames[edge]
             rows, other = edge[both], b.keypoints_2d[at[both]]
             palms = np.array([_palm(xy) for xy in a.keypoints_2d[rows]])
