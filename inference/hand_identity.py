@@ -169,11 +169,7 @@ def drop_slips(tracks: tuple[Track, ...], window: int) -> tuple[Track, ...]:
                 log.info("dropped track %d's frame %d: it lies on track %d's hand",
                          a.track_id, a.frames[row], b.track_id)  # fmt: skip
             drop[a.track_id][rows[slipped]] = True
-    return tuple(
-        replace(t, **{n: getattr(t, n)[~drop[t.track_id]] for n in OBSERVATION_FIELDS})
-        if drop[t.track_id].any() else t
-        for t in tracks
-    )  # fmt: skip
+    return _without_rows(tracks, drop)
 
 
 def drop_pulled(tracks: tuple[Track, ...]) -> tuple[Track, ...]:
@@ -211,6 +207,12 @@ def drop_pulled(tracks: tuple[Track, ...]) -> tuple[Track, ...]:
                 log.info("dropped track %d's frame %d: lost next frame, on track %d's hand",
                          a.track_id, a.frames[row], b.track_id)  # fmt: skip
             drop[a.track_id][rows[near]] = True
+    return _without_rows(tracks, drop)
+
+
+def _without_rows(tracks: tuple[Track, ...], drop: dict[int, np.ndarray]) -> tuple[Track, ...]:
+    """``tracks`` without the rows ``drop`` marks (per track id, (T,) bool); a track with
+    none marked is returned as it is."""
     return tuple(
         replace(t, **{n: getattr(t, n)[~drop[t.track_id]] for n in OBSERVATION_FIELDS})
         if drop[t.track_id].any() else t

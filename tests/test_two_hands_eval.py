@@ -49,17 +49,23 @@ def test_the_animated_hand_is_the_fitted_keypoints_projected_through_the_intrins
     assert xy[1, 0] == pytest.approx((320.0, 240.0))
 
 
+def _right_hand_partly_hidden() -> SimpleNamespace:
+    """Two frames of two hands: the right hand at the origin with its last three
+    keypoints hidden by the other hand on both frames, the left hand far off."""
+    truth_xy = np.zeros((2, 2, 21, 2))
+    truth_xy[:, 1] = 300.0
+    visibility = np.full((2, 2, 21), Visibility.VISIBLE, np.int8)
+    visibility[:, 0, 18:] = Visibility.OCCLUDED_BY_OTHER_HAND
+    return SimpleNamespace(keypoints_px=truth_xy, visibility=visibility, num_hands=2,
+                           num_frames=2, handedness=("right", "left"))  # fmt: skip
+
+
 def test_the_hidden_keypoints_error_says_how_many_keypoints_it_is_over():
     """One track on the right hand of a two-hand clip, 2 frames: its three keypoints
     hidden by the other hand are 10 px off on both frames, the rest 2 px off. The median
     hidden error is 10 px over 6 keypoints; with the second row filled by the prior and
     left out, over 3."""
-    truth_xy = np.zeros((2, 2, 21, 2))
-    truth_xy[:, 1] = 300.0  # the left hand, far off
-    visibility = np.full((2, 2, 21), Visibility.VISIBLE, np.int8)
-    visibility[:, 0, 18:] = Visibility.OCCLUDED_BY_OTHER_HAND
-    truth = SimpleNamespace(keypoints_px=truth_xy, visibility=visibility, num_hands=2,
-                            num_frames=2, handedness=("right", "left"))  # fmt: skip
+    truth = _right_hand_partly_hidden()
     xy = np.zeros((2, 21, 2))
     xy[..., 0] = 2.0
     xy[:, 18:, 0] = 10.0
@@ -110,12 +116,7 @@ def test_the_paired_change_compares_hidden_keypoints_both_captures_scored():
     keypoints would say 12 px against 18 px (+50%); on the three keypoints both scored,
     6 against 12 px: -50%. A second track on the same hand does not count twice, and a
     row the prior filled is left out when asked."""
-    truth_xy = np.zeros((2, 2, 21, 2))
-    truth_xy[:, 1] = 300.0  # the left hand, far off
-    visibility = np.full((2, 2, 21), Visibility.VISIBLE, np.int8)
-    visibility[:, 0, 18:] = Visibility.OCCLUDED_BY_OTHER_HAND
-    truth = SimpleNamespace(keypoints_px=truth_xy, visibility=visibility, num_hands=2,
-                            num_frames=2, handedness=("right", "left"))  # fmt: skip
+    truth = _right_hand_partly_hidden()
     header = make_header("clip.mp4", 30.0, 640, 480, np.eye(3), "guess",
                          engine=EngineFacts(device="cpu", frames_read=2))  # fmt: skip
 
