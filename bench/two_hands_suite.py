@@ -403,9 +403,9 @@ def suite_two_hands(ref: float):
     run, identity switches, tracks per hand, each hand's detection, 2D error on keypoints
     hidden by the other hand and on visible ones (observed and animated, and the change
     the stage makes to the hidden ones over the keypoints both captures scored),
-    PA-MPJPE, the stage's share of the capture time; MediaPipe's solution on the same clips (its hands grouped by label);
-    the stage's silhouettes and fills against the renderer's masks and hand-alone
-    renders; the detection policies' cost and gain."""
+    PA-MPJPE, the stage's share of the capture time; MediaPipe's solution on the same
+    clips (its hands grouped by label); the stage's silhouettes and fills against the
+    renderer's masks and hand-alone renders; the detection policies' cost and gain."""
     from .suites import Result
 
     metrics = []
