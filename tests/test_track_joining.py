@@ -215,6 +215,9 @@ def test_the_last_row_before_a_loss_that_lies_on_the_other_hand_is_dropped() -> 
     even = _crossing(0, 100.0, 240.0, frames[::2])
     even = pulled(even, 5, 30.0)  # frame 10, next row frame 12: the stride
     assert drop_pulled((even, b))[0] is even
+    empty = replace(b, **{n: getattr(b, n)[:0] for n in OBSERVATION_FIELDS})
+    out = drop_pulled((pulled(a, 10, 30.0), empty))  # no rows: nothing to compare with
+    assert out[1] is empty and len(out[0]) == len(a)
 
 
 def test_rows_that_ran_on_with_the_lost_hand_go_to_its_track() -> None:
