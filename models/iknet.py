@@ -13,52 +13,18 @@ minutes on a 2-core CPU; the weights are cached, never committed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from handmocap.retarget.hand_skeleton import (
-    MANO21_FOR_MEDIAPIPE,
-    MEDIAPIPE_21_PARENTS,
-    WEBXR_FOR_MANO,
-)
+from handmocap.retarget.hand_skeleton import WEBXR_FOR_MANO
 from handmocap.retarget.joint_limits import angles_to_local_rotations, limits_array, spread_signs
 
 from .iknet_config import N_FEATURES, TrainingConfig
+from .keypoint_rig import JOINT_OF_KEYPOINT, LEVEL_ORDER, LEVELS, PARENTS, KeypointRig, features
 from .webxr_hand import WebXRHand
 
-PARENTS = np.array(MEDIAPIPE_21_PARENTS)
 N_OUTPUTS = 16 * 6 + 10
-# Rotation applied at each MediaPipe keypoint: its MANO joint, or none (-1) for the tips.
-JOINT_OF_KEYPOINT = np.array([m if m < 16 else -1 for m in MANO21_FOR_MEDIAPIPE])
-
-
-@dataclass(frozen=True)
-class KeypointRig:
-    """The hand model reduced to what keypoints need (all in hand space, metres).
-
-    Attributes:
-        rest: (21, 3) rest keypoints (MediaPipe order) at betas = 0.
-        shape: (21, 3, 10) their change per unit of each beta.
-    """
-
-    rest: np.ndarray
-    shape: np.ndarray
-
-    @staticmethod
-    def from_model_arrays(v_template, shapedirs, j_regressor, tip_ids) -> KeypointRig:
-        joints = j_regressor @ v_template
-        joint_dirs = np.einsum("jv,vcb->jcb", j_regressor, shapedirs)
-        rest21 = np.vstack([joints, v_template[list(tip_ids)]])[MANO21_FOR_MEDIAPIPE]
-        dirs21 = np.concatenate([joint_dirs, shapedirs[list(tip_ids)]])[MANO21_FOR_MEDIAPIPE]
-        return KeypointRig(rest21, dirs21)
-
-
-# The keypoint tree in MediaPipe order, level by level: the five digits side by side.
-_LEVELS = [np.array([1, 5, 9, 13, 17]) + i for i in range(4)]
-_ORDER = np.argsort(np.concatenate([[0], *_LEVELS]))  # level-major -> MediaPipe order
 
 
 def fk(rig: KeypointRig, rotations: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -74,27 +40,13 @@ def fk(rig: KeypointRig, rotations: torch.Tensor, betas: torch.Tensor) -> torch.
     p = rest[:, :1].expand(-1, 5, -1)
     parent = np.zeros(5, dtype=np.int64)
     out = [rest[:, :1]]
-    for level, idx in enumerate(_LEVELS):
+    for level, idx in enumerate(LEVELS):
         p = p + torch.einsum("nkij,nkj->nki", g, rest[:, idx] - rest[:, parent])
         out.append(p)
         if level < 3:
             g = g @ rotations[:, JOINT_OF_KEYPOINT[idx]]
         parent = idx
-    return torch.cat(out, dim=1)[:, _ORDER]
-
-
-def features(keypoints: np.ndarray) -> np.ndarray:
-    """(B, 21, 3) keypoints (any units, any origin) -> (B, 123) network input:
-    wrist-relative keypoints divided by the wrist -> middle knuckle distance, and the
-    20 unit bone vectors."""
-    k = keypoints - keypoints[:, :1]
-    scale = np.linalg.norm(k[:, 9], axis=-1)[:, None, None]
-    k = k / np.maximum(scale, 1e-9)
-    bones = k[:, 1:] - k[:, PARENTS[1:]]
-    bones = bones / np.maximum(np.linalg.norm(bones, axis=-1, keepdims=True), 1e-9)
-    return np.concatenate([k.reshape(len(k), -1), bones.reshape(len(k), -1)], axis=1).astype(
-        np.float32
-    )
+    return torch.cat(out, dim=1)[:, LEVEL_ORDER]
 
 
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:

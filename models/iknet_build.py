@@ -27,11 +27,12 @@ from .webxr_asset import cache_root, ensure_webxr_hand
 from .webxr_hand import load_webxr_hand
 
 if TYPE_CHECKING:
-    from .iknet import KeypointRig
+    from .keypoint_rig import KeypointRig
 
 # What determines the weights (this orchestration file does not).
-_SOURCES = ("models/iknet.py", "models/iknet_config.py", "models/open_hand_model.py",
-            "retarget/joint_limits.py", "retarget/hand_skeleton.py")  # fmt: skip
+_SOURCES = ("models/iknet.py", "models/iknet_config.py", "models/keypoint_rig.py",
+            "models/open_hand_model.py", "retarget/joint_limits.py",
+            "retarget/hand_skeleton.py")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class IKNetFiles:
 
 
 def load_rig(folder: Path, side: Side) -> KeypointRig:
-    from .iknet import KeypointRig
+    from .keypoint_rig import KeypointRig
 
     path = folder / f"MANO_{side.upper()}.npz"
     try:
