@@ -5,7 +5,8 @@ Two stages, both batched over all frames of a track (no Python loop over frames)
 1. **IK network** (ONNX): lifted 3D keypoints (below) -> 16 rotations + shape, per frame. Trained on
    right hands; left hands are mirrored in (x -> -x) and out (axis-angle y, z negated),
    which is exact because the open left hand is the mirror of the right.
-2. **Refinement** (torch, Adam): rotations per frame (6D), translation per frame, one shape
+2. **Refinement** (Adam, gradients written out in numpy, :mod:`.fit_grad`): rotations per
+   frame (6D), translation per frame, one shape
    per track, fitted to the lifted 3D keypoints and the 2D keypoints through the camera
    intrinsics, robustly and weighted by keypoint confidence, with anatomical joint limits,
    a shape prior and a pull towards the IK solution.
@@ -22,23 +23,23 @@ flat hand is turned, which the 2D term alone cannot (foreshortening has no sign)
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from handmocap.models.iknet import KeypointRig, features, fk, rot6d_to_matrix
+from handmocap.models.keypoint_rig import KeypointRig, features
 from handmocap.retarget.hand_skeleton import WEBXR_FOR_MANO
 from handmocap.retarget.joint_limits import limits_array
 from handmocap.retarget.rotations import MIRROR_X, matrix_to_axis_angle, mirror_rotations
 from handmocap.sides import BOTH, Side
 
+from . import fit_grad
 from .backend import Backend, create_session
+from .fit_grad import Adam, forward_kinematics, rot6d_to_matrix, rotations_from_6d
 from .fit_settings import FitAssets, FitConfig, fit_assets
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class IKRegressor:
     @staticmethod
     def postprocess(out: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
         """(T, 106) -> rotations (T, 16, 3, 3) float32 of the actual hand and betas (T, 10)."""
-        rots = rot6d_to_matrix(torch.as_tensor(out[:, :96]).reshape(-1, 16, 6)).numpy()
+        rots = rotations_from_6d(out[:, :96].reshape(-1, 16, 6))
         if side == Side.LEFT:
             rots = mirror_rotations(rots)
         return rots.astype(np.float32), 2.5 * np.tanh(out[:, 96:].astype(np.float64))
@@ -120,21 +121,25 @@ class IKRegressor:
 _ANGLE_ENTRIES = ((0, 2), (1, 2), (2, 2), (0, 1), (0, 0))
 
 
-def anatomical_angles(
-    local: torch.Tensor, frames: torch.Tensor, signs: torch.Tensor
-) -> torch.Tensor:
+def anatomical_angles(local: np.ndarray, frames: np.ndarray, signs: np.ndarray) -> np.ndarray:
     """(T, 15, 3, 3) local rotations -> (T, 15, 3) flex, spread, twist in degrees (inverse of
-    ``retarget.joint_limits.angles_to_local_rotations``: R = Rx(-flex) Ry(s spread) Rz(-twist))."""
-    a = frames.transpose(-1, -2) @ local @ frames
-    return _angles_from_entries(torch.stack([a[..., r, c] for r, c in _ANGLE_ENTRIES], -1), signs)
+    ``retarget.joint_limits.angles_to_local_rotations``: R = Rx(-flex) Ry(s spread) Rz(-twist)),
+    through the joint ``frames`` (15, 3, 3) one by one; the fit folds them into
+    :func:`angle_map`."""
+    a = frames.swapaxes(-1, -2) @ local @ frames
+    a = np.stack([a[..., r, c] for r, c in _ANGLE_ENTRIES], -1)
+    beta = np.arcsin(np.clip(a[..., 0], -1.0, 1.0))
+    alpha = np.arctan2(-a[..., 1], a[..., 2])
+    gamma = np.arctan2(-a[..., 3], a[..., 4])
+    return np.degrees(np.stack([-alpha, beta * signs, -gamma], axis=-1))
 
 
-def angle_map(frames: np.ndarray, mirrored: bool) -> torch.Tensor:
-    """(J * 9, J * 5) matrix taking J local rotations, flattened, to the ``_ANGLE_ENTRIES``
-    of each one's frames^T @ local @ frames (``frames`` (J, 3, 3)); ``mirrored`` first
-    mirrors them (MIRROR_X @ local @ MIRROR_X, a left hand's rotations as a right hand's).
-    One matrix product instead of two batched 3x3 products per joint (four for a left
-    hand): a fit of 423 frames takes 9% (right) to 20% (left) less CPU."""
+def angle_map(frames: np.ndarray, mirrored: bool) -> np.ndarray:
+    """(J * 9, J * 5) float32 matrix taking J local rotations, flattened, to the
+    ``_ANGLE_ENTRIES`` of each one's frames^T @ local @ frames (``frames`` (J, 3, 3));
+    ``mirrored`` first mirrors them (MIRROR_X @ local @ MIRROR_X, a left hand's rotations as
+    a right hand's). One matrix product instead of two batched 3x3 products per joint (four
+    for a left hand): a fit of 423 frames takes 9% (right) to 20% (left) less CPU."""
     j = len(frames)
     rows = [r for r, _ in _ANGLE_ENTRIES]
     cols = [c for _, c in _ANGLE_ENTRIES]
@@ -144,22 +149,13 @@ def angle_map(frames: np.ndarray, mirrored: bool) -> torch.Tensor:
         w = w * (m[:, None] * m[None, :])[None, :, :, None]
     block = np.zeros((j, 9, j, 5))
     block[np.arange(j), :, np.arange(j), :] = w.reshape(j, 9, 5)
-    return torch.as_tensor(block.reshape(j * 9, j * 5), dtype=torch.float32)
+    return block.reshape(j * 9, j * 5).astype(np.float32)
 
 
-def mapped_angles(local: torch.Tensor, amap: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+def mapped_angles(local: np.ndarray, amap: np.ndarray, signs: np.ndarray) -> np.ndarray:
     """:func:`anatomical_angles` of ``local`` (T, J, 3, 3) through the joint frames folded
     into ``amap`` (:func:`angle_map`) -> (T, J, 3) degrees."""
-    t = local.shape[0]
-    return _angles_from_entries((local.reshape(t, -1) @ amap).reshape(t, -1, 5), signs)
-
-
-def _angles_from_entries(a: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-    """(T, J, 5) ``_ANGLE_ENTRIES`` and spread ``signs`` (J,) -> (T, J, 3) degrees."""
-    beta = torch.asin(a[..., 0].clamp(-1.0, 1.0))
-    alpha = torch.atan2(-a[..., 1], a[..., 2])
-    gamma = torch.atan2(-a[..., 3], a[..., 4])
-    return torch.rad2deg(torch.stack([-alpha, beta * signs, -gamma], dim=-1))
+    return fit_grad.anatomical_angles(local, amap, signs)[0]
 
 
 def lift_keypoints(uv: np.ndarray, rel_depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
@@ -176,69 +172,6 @@ def lift_keypoints(uv: np.ndarray, rel_depth: np.ndarray, intrinsics: np.ndarray
     y = (uv[..., 1] - k[1, 2]) / k[1, 1] * depth
     pts = np.stack([x, y, depth], axis=-1)
     return pts - pts.mean(axis=1, keepdims=True)
-
-
-def _scale_align(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Scale centred source (T, K, 3) onto centred target per frame (least squares)."""
-    scale = (source * target).sum((1, 2)) / (source**2).sum((1, 2)).clamp_min(1e-12)
-    return scale[:, None, None] * source
-
-
-def _robust(sq: torch.Tensor, scale: float) -> torch.Tensor:
-    """Geman-McClure on squared residuals: ~sq for small ones, bounded for outliers."""
-    s2 = scale * scale
-    return sq * s2 / (sq + s2)
-
-
-# --- The refinement's loss terms: each a scalar tensor, unweighted (``fit`` weighs them). ---
-
-
-def keypoint_term(
-    cam: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, robust_m: float
-) -> torch.Tensor:
-    """3D agreement of the model's camera-space keypoints ``cam`` (T, 21, 3) m with the
-    centred lifted keypoints ``target`` (T, 21, 3), the target scaled onto the model per
-    frame (scale only, treated as a constant): a confidence-weighted (``conf`` (T, 21))
-    mean of Geman-McClure residuals at ``robust_m`` metres, in units of ``robust_m``²."""
-    centred = cam - cam.mean(dim=1, keepdim=True)
-    aligned = _scale_align(target, centred.detach())
-    residual = _robust(((centred - aligned) ** 2).sum(-1), robust_m)
-    return (conf * residual).sum() / (robust_m**2 * conf.sum().clamp_min(1))
-
-
-def reprojection_term(cam: torch.Tensor, uv: torch.Tensor, size_px: torch.Tensor, k: torch.Tensor,
-                      conf: torch.Tensor, robust: float) -> torch.Tensor:  # fmt: skip
-    """2D agreement of ``cam`` (T, 21, 3) m projected through K ``k`` (3, 3) with the
-    detected keypoints ``uv`` (T, 21, 2) px, in units of each frame's hand size ``size_px``
-    (T,) px: a confidence-weighted mean of Geman-McClure residuals at ``robust`` hand
-    sizes, in units of ``robust``²."""
-    proj = cam @ k.T
-    proj = proj[..., :2] / proj[..., 2:3].clamp_min(1e-3)
-    residual = _robust((((proj - uv) / size_px[:, None, None]) ** 2).sum(-1), robust)
-    return (conf * residual).sum() / (robust**2 * conf.sum().clamp_min(1))
-
-
-def joint_limit_term(local: torch.Tensor, amap: torch.Tensor, signs: torch.Tensor,
-                     lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """Anatomical joint limits: the finger joints' local rotations ``local`` (T, 15, 3, 3)
-    as flex, spread and twist through the joint frames folded into ``amap``
-    (:func:`angle_map`, 135 x 75, mirrored for a left hand) and spread ``signs`` (15,),
-    beyond the limits ``lo``/``hi`` (15, 3) degrees: mean squared excess in units of 10
-    degrees."""
-    angles = mapped_angles(local, amap, signs)
-    over = torch.relu(angles - hi) + torch.relu(lo - angles)
-    return (over / 10.0).pow(2).mean()
-
-
-def shape_term(betas: torch.Tensor) -> torch.Tensor:
-    """Shape prior: squared norm of the track's ``betas`` (10,) (standard deviations)."""
-    return (betas**2).sum()
-
-
-def ik_prior_term(rots: torch.Tensor, rots_ik: torch.Tensor) -> torch.Tensor:
-    """Pull towards the IK network's answer: squared Frobenius distance of the rotations
-    ``rots`` (T, 16, 3, 3) from ``rots_ik`` (T, 16, 3, 3), mean over frames and joints."""
-    return ((rots - rots_ik) ** 2).sum((-1, -2)).mean()
 
 
 def initial_translation(
@@ -264,44 +197,6 @@ def initial_translation(
     return np.linalg.solve(ata, atb[..., None])[..., 0]
 
 
-class Adam:
-    """Adam (Kingma and Ba, 2015) with torch.optim.Adam's defaults: betas (0.9, 0.999),
-    eps 1e-8, no weight decay. Written here because torch.optim imports torch._dynamo when
-    the first optimiser is built: measured 1.0 s and 76 MB on every capture
-    (docs/architecture.md, "Speed and threads"). ``lr`` is one rate for every parameter,
-    or one per parameter (torch.optim's parameter groups of one tensor each)."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float | Sequence[float],
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):  # fmt: skip
-        self.params = params
-        self.lrs = [float(lr)] * len(params) if isinstance(lr, int | float) else list(lr)
-        if len(self.lrs) != len(params):
-            raise ValueError(f"{len(self.lrs)} learning rates for {len(params)} parameters")
-        self.betas, self.eps = betas, eps
-        self.steps = 0
-        self._m = [torch.zeros_like(p) for p in params]
-        self._v = [torch.zeros_like(p) for p in params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update from the parameters' ``.grad`` (a parameter without one is skipped)."""
-        b1, b2 = self.betas
-        self.steps += 1
-        correction1 = 1.0 - b1**self.steps
-        root_correction2 = math.sqrt(1.0 - b2**self.steps)
-        for p, m, v, lr in zip(self.params, self._m, self._v, self.lrs, strict=True):
-            if p.grad is None:
-                continue
-            m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
-            denom = (v.sqrt() / root_correction2).add_(self.eps)
-            p.addcdiv_(m, denom, value=-lr / correction1)
-
-
 class ManoFitter:
     """Fits tracks. ``rig`` is the side's :class:`KeypointRig`; ``frames``/``signs`` are the
     anatomical joint frames (15, 3, 3) and spread signs (15,) of the right hand."""
@@ -313,10 +208,9 @@ class ManoFitter:
         self.config = (config or FitConfig()).validated()
         finger_frames = frames[WEBXR_FOR_MANO[1:]].astype(np.float64)
         self.angle_maps = {side: angle_map(finger_frames, side == Side.LEFT) for side in BOTH}
-        self.signs = torch.as_tensor(signs[WEBXR_FOR_MANO[1:]], dtype=torch.float32)
-        lim = limits_array()[WEBXR_FOR_MANO[1:]]
-        self.lo = torch.as_tensor(lim[..., 0], dtype=torch.float32)
-        self.hi = torch.as_tensor(lim[..., 1], dtype=torch.float32)
+        self.signs = signs[WEBXR_FOR_MANO[1:]].astype(np.float32)
+        lim = limits_array()[WEBXR_FOR_MANO[1:]].astype(np.float32)
+        self.lo, self.hi = lim[..., 0], lim[..., 1]
 
     def fit(self, side: str, uv: np.ndarray, rel_depth: np.ndarray, confidence: np.ndarray,
             intrinsics: np.ndarray,
@@ -377,67 +271,59 @@ class ManoFitter:
         rig = self.rigs[side]
         uv, world, confidence, rots0 = uv[rows], world[rows], confidence[rows], rots0[rows]
         t = uv.shape[0]
-        betas_init = torch.as_tensor(np.tile(beta0, (t, 1)), dtype=torch.float32)
-        with torch.no_grad():
-            kp0 = fk(rig, torch.as_tensor(rots0, dtype=torch.float32), betas_init).numpy()
+        f32 = np.float32
+        rots0 = rots0.astype(f32)
+        kp0 = forward_kinematics(rig.shaped(beta0).astype(f32), rots0)[0]
         rel0 = kp0 - kp0[:, :1]
         transl0 = initial_translation(rel0, uv, confidence, intrinsics)
 
-        first_columns = rots0[..., :2].transpose(0, 1, 3, 2).reshape(t, 16, 6)
-        rot6 = torch.nn.Parameter(torch.as_tensor(first_columns, dtype=torch.float32))
-        if shape is None:
-            betas = torch.nn.Parameter(torch.as_tensor(beta0, dtype=torch.float32))
-            params = [rot6, betas]
-        else:
-            betas = torch.as_tensor(shape, dtype=torch.float32)
-            params = [rot6]
-        transl = torch.nn.Parameter(torch.as_tensor(transl0, dtype=torch.float32))
-        r_ik = torch.as_tensor(rots0, dtype=torch.float32)
-        w3 = torch.as_tensor(world, dtype=torch.float32)
-        w3 = w3 - w3.mean(dim=1, keepdim=True)
-        uv_t = torch.as_tensor(uv, dtype=torch.float32)
-        conf = torch.as_tensor(confidence, dtype=torch.float32)
-        k = torch.as_tensor(intrinsics, dtype=torch.float32)
-        size_px = torch.as_tensor(
-            np.linalg.norm(np.ptp(uv, axis=1), axis=-1), dtype=torch.float32
-        ).clamp_min(1.0)
-        opt = Adam([*params, transl], lr=[cfg.lr] * len(params) + [cfg.lr_translation])
-
-        def camera_keypoints():
-            r = rot6d_to_matrix(rot6)
-            kp = fk(rig, r, betas.expand(t, 10))
-            return r, kp - kp[:, :1] + transl[:, None]
+        rot6 = rots0[..., :2].transpose(0, 1, 3, 2).reshape(t, 16, 6).copy()
+        betas = np.asarray(beta0 if shape is None else shape, f32).copy()
+        transl = np.asarray(transl0, f32)
+        params = [rot6, betas, transl] if shape is None else [rot6, transl]
+        lrs = [cfg.lr] * (len(params) - 1) + [cfg.lr_translation]
+        opt = Adam(params, lrs)
+        w3 = world.astype(f32)
+        w3 = w3 - w3.mean(axis=1, keepdims=True)
+        uv32, conf, k = uv.astype(f32), confidence.astype(f32), intrinsics.astype(f32)
+        size_px = np.maximum(np.linalg.norm(np.ptp(uv, axis=1), axis=-1), 1.0).astype(f32)
+        amap = self.angle_maps[side]
+        shape_rows = rig.shape.astype(f32)  # (21, 3, 10)
 
         reported = time.perf_counter()
-        for step in range(cfg.iterations):
-            r, cam = camera_keypoints()
-            e_3d = keypoint_term(cam, w3, conf, cfg.robust_3d_m)
-            e_2d = reprojection_term(cam, uv_t, size_px, k, conf, cfg.robust_2d)
-            e_limits = joint_limit_term(
-                r[:, 1:], self.angle_maps[side], self.signs, self.lo, self.hi
-            )
-            loss = (
-                cfg.w_3d * e_3d
-                + cfg.w_2d * e_2d
-                + cfg.w_limits * e_limits
-                + cfg.w_shape * shape_term(betas)
-                + cfg.w_ik * ik_prior_term(r, r_ik)
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        for step in range(cfg.iterations + 1):
+            r, r_backward = rot6d_to_matrix(rot6)
+            kp, kp_backward = forward_kinematics(rig.shaped(betas).astype(f32), r)
+            # The wrist at ``transl``: kp[:, 0] is the rest wrist on every frame.
+            cam = kp - kp[:, :1] + transl[:, None]
+            if step == cfg.iterations:
+                break
+            _, d_3d = fit_grad.keypoint_term(cam, w3, conf, cfg.robust_3d_m)
+            _, d_2d = fit_grad.reprojection_term(cam, uv32, size_px, k, conf, cfg.robust_2d)
+            _, d_limits = fit_grad.joint_limit_term(r[:, 1:], amap, self.signs, self.lo, self.hi)
+            _, d_ik = fit_grad.ik_prior_term(r, rots0)
+            d_cam = d_3d(cfg.w_3d) + d_2d(cfg.w_2d)
+            d_r = d_ik(cfg.w_ik)
+            d_r[:, 1:] += d_limits(cfg.w_limits)
+            d_kp = d_cam.copy()
+            d_kp[:, 0] -= d_cam.sum(axis=1)
+            d_r_fk, d_rest = kp_backward(d_kp)
+            grads = [r_backward(d_r + d_r_fk)]
+            if shape is None:
+                _, d_shape = fit_grad.shape_term(betas)
+                grads.append(d_shape(cfg.w_shape) + np.einsum("kcb,kc->b", shape_rows, d_rest))
+            grads.append(d_cam.sum(axis=1))
+            opt.step(grads)
             if on_progress is not None and step + 1 < cfg.iterations:
                 now = time.perf_counter()
                 if now - reported >= PROGRESS_INTERVAL_S:
                     reported = now
                     on_progress((step + 1) / cfg.iterations)
-        with torch.no_grad():
-            r, cam = camera_keypoints()
         # Per-frame outputs in float32, as the take stores them (half the memory on long
         # videos); the per-track shape and rest skeleton in float64.
-        pose = matrix_to_axis_angle(r.numpy().astype(np.float64)).astype(np.float32)
-        transl_np = transl.detach().numpy().copy()
-        betas_np = betas.detach().numpy().astype(np.float64)
+        pose = matrix_to_axis_angle(r.astype(np.float64)).astype(np.float32)
+        transl_np = transl.copy()
+        betas_np = betas.astype(np.float64)
         rest = rig.rest + np.einsum("kcb,b->kc", rig.shape, betas_np)
         if on_progress is not None:
             on_progress(1.0)
@@ -445,7 +331,7 @@ class ManoFitter:
             pose=pose,
             betas=betas_np,
             translation=transl_np,
-            keypoints_3d=cam.numpy().copy(),
+            keypoints_3d=cam,
             ik_keypoints_3d=(rel0 + transl_np[:, None]).astype(np.float32),
             rest_keypoints=rest - rest[0],
         )
