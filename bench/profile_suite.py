@@ -268,7 +268,7 @@ def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun
         Metric(f"{name}_cpu_tracking_only_s", round(cpu_tracking, 2), "s",
                f"--skip-mano --no-deocclusion, {note}"),
         Metric(f"{name}_cpu_mano_stage_s", round(cpu_full - cpu_no_mano, 2), "s",
-               "full capture less --skip-mano: torch's import, the fit, the prior"),
+               "full capture less --skip-mano: the fit and the prior"),
         Metric(f"{name}_cpu_deocclusion_stage_s", round(cpu_no_mano - cpu_tracking, 2), "s",
                "--skip-mano less --skip-mano --no-deocclusion"),
         Metric(f"{name}_tracking_only_cpu_vs_mediapipe", round(cpu_tracking / cpu_mp, 3), "x",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import threading
 import time
@@ -40,7 +38,7 @@ from .hand_identity import (
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
-from .threads import map_beside, opencv_threads, resolve_threads, side_pool, torch_threads
+from .threads import blas_threads, map_beside, opencv_threads, resolve_threads, side_pool
 from .tracker import HandTracker, Observation, TrackerConfig
 from .video import VideoSource, check_fps
 
@@ -185,11 +183,8 @@ def capture(
     clock = time.perf_counter()
     tracker = tracker or HandTracker(tracker_config(config))
     timings = {"models": time.perf_counter() - clock}
-    # Every asset the fit reads is checked now, not after the whole video was tracked;
-    # torch (a second of start-up) loads beside the tracking.
+    # Every asset the fit reads is checked now, not after the whole video was tracked.
     assets = fit_assets(config.mano_dir) if config.fit_mano else None
-    if assets is not None:
-        threading.Thread(target=_load_fit_code, name="handmocap-import", daemon=True).start()
     fov = config.fov_deg or DEFAULT_FOV_DEG
     builders: dict[int, _TrackBuilder] = {}
     total = source.expected_frames()
@@ -237,7 +232,7 @@ def capture(
     if assets is not None and tracks:
         progress.stage("mano_fit", sum(len(t) for t in tracks), "frames")
         clock = time.perf_counter()
-        from .mano_fit import load_fitter  # waits for _load_fit_code if it is still running
+        from .mano_fit import load_fitter
 
         fitter = load_fitter(assets, tracker.backend, config.fit)
         timings["fit_models"] = time.perf_counter() - clock
@@ -280,13 +275,6 @@ def capture(
     return CaptureResult(take, done, seconds, tracker.detector_runs)
 
 
-def _load_fit_code() -> None:
-    """Import the MANO fit (and with it torch) ahead of need; an error is left for the
-    import where the fit starts to raise."""
-    with contextlib.suppress(Exception):
-        importlib.import_module("handmocap.inference.mano_fit")
-
-
 def tracker_config(config: CaptureConfig) -> TrackerConfig:
     """The tracker's settings for ``config``: a one-side capture follows two hands."""
     if config.hands is None or config.tracker.max_hands >= 2:
@@ -326,9 +314,8 @@ def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
     optimisation of each track advances.
 
     The tracks are fitted side by side on ``threads`` threads (0 = every usable core),
-    torch on one thread each: torch's own threads meet at a barrier after every small
-    operation and slowed the fit ~2x beside another busy program (docs/architecture.md,
-    "Speed and threads")."""
+    BLAS on one thread each: its own threads spin between the fit's small products and
+    took as much CPU again as the fit (docs/architecture.md, "Speed and threads")."""
     done = [0] * len(tracks)
     lock = threading.Lock()
 
@@ -345,7 +332,7 @@ def _fit_tracks(fitter: ManoFitter, tracks: tuple[Track, ...], k: np.ndarray,
         return _with_mano(t, fit)
 
     threads = resolve_threads(threads)
-    with torch_threads(1):
+    with blas_threads(1):
         return tuple(map_beside(side_pool(min(threads, len(tracks))), fit, range(len(tracks))))
 
 

@@ -204,11 +204,14 @@ def opencv_threads(n: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with torch's intra-op threads set to ``n``, then restore them."""
-    import torch
+def blas_threads(n: int) -> Iterator[None]:
+    """Run the block with the BLAS library's threads (numpy's and scipy's OpenBLAS) set to
+    ``n`` (process-wide), then restore them. OpenBLAS's threads spin while they wait for
+    work: beside a fit on one core they burnt the other, doubling the fit's CPU time for
+    no gain in wall time (docs/architecture.md, "Speed and threads")."""
+    from threadpoolctl import threadpool_limits
 
-    with _set_for_block(torch.get_num_threads, torch.set_num_threads, n):
+    with threadpool_limits(limits=n, user_api="blas"):
         yield
 
 
@@ -223,6 +226,6 @@ def _set_for_block(get: Callable[[], int], put: Callable[[int], None], n: int) -
 
 
 __all__ = [
-    "CoreShare", "SidePool", "beside", "core_share", "map_beside", "opencv_threads",
-    "resolve_threads", "side_pool", "torch_threads", "usable_cores",
+    "CoreShare", "SidePool", "beside", "blas_threads", "core_share", "map_beside",
+    "opencv_threads", "resolve_threads", "side_pool", "usable_cores",
 ]  # fmt: skip

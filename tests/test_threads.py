@@ -13,10 +13,10 @@ from handmocap.inference.backend import Network, choose_backend
 from handmocap.inference.threads import (
     CoreShare,
     beside,
+    blas_threads,
     map_beside,
     resolve_threads,
     side_pool,
-    torch_threads,
     usable_cores,
 )
 
@@ -84,13 +84,17 @@ def test_opencv_threads_are_set_for_the_block_and_restored():
     assert cv2.getNumThreads() == before
 
 
-def test_torch_threads_are_set_for_the_block_and_restored():
-    import torch
+def test_blas_threads_are_set_for_the_block_and_restored():
+    from threadpoolctl import threadpool_info
 
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    def blas() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas()
+    assert before  # numpy's own BLAS is found
+    with blas_threads(1):
+        assert blas() == [1] * len(before)
+    assert blas() == before
 
 
 def _relu_model(tmp_path):
