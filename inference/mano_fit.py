@@ -6,10 +6,10 @@ Two stages, both batched over all frames of a track (no Python loop over frames)
    right hands; left hands are mirrored in (x -> -x) and out (axis-angle y, z negated),
    which is exact because the open left hand is the mirror of the right.
 2. **Refinement** (Adam, gradients written out in numpy, :mod:`.fit_grad`): rotations per
-   frame (6D), translation per frame, one shape
-   per track, fitted to the lifted 3D keypoints and the 2D keypoints through the camera
-   intrinsics, robustly and weighted by keypoint confidence, with anatomical joint limits,
-   a shape prior and a pull towards the IK solution.
+   frame (6D), translation per frame, one shape per track, fitted to the lifted 3D
+   keypoints and the 2D keypoints through the camera intrinsics, robustly and weighted by
+   keypoint confidence, with anatomical joint limits, a shape prior and a pull towards the
+   IK solution.
 
 The 3D input is MediaPipe's 2.5D estimate lifted into camera axes: image x, y and the
 network's relative depth z (in the same pixel scale), divided by the focal length. Its
