@@ -51,9 +51,14 @@ def _rotations(rng, n: int) -> np.ndarray:
     return axis_angle_to_matrix(rng.normal(scale=0.8, size=(T, n, 3))).astype(np.float32)
 
 
-def _grad_of(fn, *leaves):
-    out = fn(*leaves)
-    return torch.autograd.grad(out, leaves)
+def _check_term(value: float, backward, theirs, x: np.ndarray, weight: float) -> None:
+    """A scalar loss term: our ``value`` and ``backward(weight)`` against torch's value of
+    ``theirs`` at ``x`` and the gradient of ``weight`` times it."""
+    leaf = _leaf(x)
+    loss = theirs(leaf)
+    assert value == pytest.approx(float(loss.detach()), rel=1e-4)
+    (g,) = torch.autograd.grad(loss * weight, leaf)
+    _close(backward(weight), g)
 
 
 def test_rot6d_and_its_gradient_match_torch(rng):
@@ -108,11 +113,7 @@ def test_keypoint_term_and_its_gradient_match_torch(rng):
         w = torch.as_tensor(conf)
         return (w * residual).sum() / (0.01**2 * w.sum().clamp_min(1))
 
-    cam_t = _leaf(cam)
-    loss = theirs(cam_t)
-    assert value == pytest.approx(float(loss.detach()), rel=1e-4)
-    (g,) = torch.autograd.grad(loss * 0.3, cam_t)
-    _close(backward(0.3), g)
+    _check_term(value, backward, theirs, cam, 0.3)
 
 
 def test_reprojection_term_and_its_gradient_match_torch(rng):
@@ -131,11 +132,7 @@ def test_reprojection_term_and_its_gradient_match_torch(rng):
         w = torch.as_tensor(conf)
         return (w * _robust((diff**2).sum(-1), 0.3)).sum() / (0.3**2 * w.sum().clamp_min(1))
 
-    cam_t = _leaf(cam)
-    loss = theirs(cam_t)
-    assert value == pytest.approx(float(loss.detach()), rel=1e-4)
-    (g,) = torch.autograd.grad(loss * 0.5, cam_t)
-    _close(backward(0.5), g)
+    _check_term(value, backward, theirs, cam, 0.5)
 
 
 def test_joint_limit_term_and_its_gradient_match_torch(rng):
@@ -160,21 +157,20 @@ def test_joint_limit_term_and_its_gradient_match_torch(rng):
             )
             return (over / 10.0).pow(2).mean()
 
-        local_t = _leaf(local)
-        loss = theirs(local_t)
-        assert float(loss.detach()) > 0.1  # some joints are past their limits
-        assert value == pytest.approx(float(loss.detach()), rel=1e-4)
-        (g,) = torch.autograd.grad(loss * 0.5, local_t)
-        _close(backward(0.5), g)
+        assert value > 0.1  # some joints are past their limits
+        _check_term(value, backward, theirs, local, 0.5)
 
 
 def test_ik_prior_and_shape_terms_and_their_gradients_match_torch(rng):
     rots, rots_ik = _rotations(rng, 16), _rotations(rng, 16)
     value, backward = fit_grad.ik_prior_term(rots, rots_ik)
-    rots_t = _leaf(rots)
-    loss = ((rots_t - torch.as_tensor(rots_ik)) ** 2).sum((-1, -2)).mean()
-    assert value == pytest.approx(float(loss.detach()), rel=1e-5)
-    _close(backward(0.005), torch.autograd.grad(loss * 0.005, rots_t)[0])
+    _check_term(
+        value,
+        backward,
+        lambda r: ((r - torch.as_tensor(rots_ik)) ** 2).sum((-1, -2)).mean(),
+        rots,
+        0.005,
+    )
     betas = rng.normal(size=10).astype(np.float32)
     value, backward = fit_grad.shape_term(betas)
     assert value == pytest.approx(float((betas.astype(np.float64) ** 2).sum()), rel=1e-6)
