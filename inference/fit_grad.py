@@ -23,16 +23,29 @@ DEGREES = np.float32(180.0 / np.pi)
 Backward = Callable[[np.ndarray], np.ndarray]
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., 3) x (..., 3) -> (..., 1) dot products. Written out: numpy's sum over a last
+    axis of 3 took 6x as long as the three products (95 against 15 microseconds for
+    470 x 16 vectors), and the fit takes thousands."""
+    return (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2])[..., None]
+
+
+def _over_keypoints(x: np.ndarray) -> np.ndarray:
+    """(T, K, 3) -> (T, 3) sums over the keypoints (einsum: 5x faster than ``sum(axis=1)``
+    here, and as exact)."""
+    return np.einsum("tkc->tc", x)
+
+
 def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., 3) -> unit vectors and the lengths they were divided by (floored at 1e-8)."""
-    length = np.maximum(np.sqrt((x * x).sum(-1, keepdims=True)), np.float32(1e-8))
+    length = np.maximum(np.sqrt(_dot(x, x)), np.float32(1e-8))
     return x / length, length
 
 
 def _normalise_backward(unit: np.ndarray, length: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """Gradient through x / |x|: the part of ``grad`` across ``unit``, over the length (a
     floored length is a constant, as torch's clamp has it)."""
-    along = (unit * grad).sum(-1, keepdims=True)
+    along = _dot(unit, grad)
     floored = length <= np.float32(1e-8)
     return np.where(floored, grad, grad - unit * along) / length
 
@@ -42,7 +55,7 @@ def rot6d_to_matrix(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], n
     and the backward (..., 3, 3) -> (..., 6)."""
     a, b = x[..., 0:3], x[..., 3:6]
     c1, len_a = _normalise(a)
-    s = (c1 * b).sum(-1, keepdims=True)
+    s = _dot(c1, b)
     d = b - s * c1
     c2, len_d = _normalise(d)
     c3 = np.cross(c1, c2)
@@ -53,8 +66,9 @@ def rot6d_to_matrix(x: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], n
         g1 = g1 + np.cross(c2, g3)  # c3 = c1 x c2
         g2 = g2 + np.cross(g3, c1)
         gd = _normalise_backward(c2, len_d, g2)
-        gb = gd - (c1 * gd).sum(-1, keepdims=True) * c1  # d = b - (c1 . b) c1
-        g1 = g1 - s * gd - (c1 * gd).sum(-1, keepdims=True) * b
+        c1_gd = _dot(c1, gd)
+        gb = gd - c1_gd * c1  # d = b - (c1 . b) c1
+        g1 = g1 - s * gd - c1_gd * b
         ga = _normalise_backward(c1, len_a, g1)
         return np.concatenate([ga, gb], axis=-1)
 
@@ -114,7 +128,7 @@ def forward_kinematics(
                 d_g = d_g + d_next @ _transposed(rotations[:, joints])
                 d_rot[:, joints] += _transposed(g) @ d_next
             d_next = d_g
-        d_rot[:, 0] += d_next.sum(axis=1)
+        d_rot[:, 0] += np.einsum("tkij->tij", d_next)
         d_rest[0] += grad[:, 0].sum(axis=0) + d_p.sum(axis=(0, 1))
         return d_rot, d_rest
 
@@ -141,16 +155,16 @@ def keypoint_term(
     frame (scale only, treated as a constant): a confidence-weighted (``conf`` (T, 21))
     mean of Geman-McClure residuals at ``robust_m`` metres, in units of ``robust_m``².
     The backward gives d/d``cam``."""
-    centred = cam - cam.mean(axis=1, keepdims=True)
+    centred = cam - _over_keypoints(cam)[:, None] / cam.shape[1]
     scale = (target * centred).sum((1, 2)) / np.maximum((target**2).sum((1, 2)), 1e-12)
     diff = centred - scale[:, None, None] * target
-    residual, slope = _robust((diff**2).sum(-1), robust_m)
+    residual, slope = _robust(_dot(diff, diff)[..., 0], robust_m)
     denom = np.float32(robust_m**2 * max(float(conf.sum()), 1.0))
     value = float((conf * residual).sum() / denom)
 
     def backward(grad: float) -> np.ndarray:
         d_centred = (grad * 2 / denom) * (conf * slope)[..., None] * diff
-        return d_centred - d_centred.mean(axis=1, keepdims=True)
+        return d_centred - _over_keypoints(d_centred)[:, None] / d_centred.shape[1]
 
     return value, backward
 
@@ -171,7 +185,7 @@ def reprojection_term(
     pixel = proj[..., :2] / depth
     size = size_px[:, None, None]
     diff = (pixel - uv) / size
-    residual, slope = _robust((diff**2).sum(-1), robust)
+    residual, slope = _robust(diff[..., 0] ** 2 + diff[..., 1] ** 2, robust)
     denom = np.float32(robust**2 * max(float(conf.sum()), 1.0))
     value = float((conf * residual).sum() / denom)
 
@@ -179,7 +193,8 @@ def reprojection_term(
         d_pixel = (grad * 2 / denom) * (conf * slope)[..., None] * diff / size
         d_proj = np.empty_like(proj)
         d_proj[..., :2] = d_pixel / depth
-        d_proj[..., 2:3] = -(d_pixel * pixel).sum(-1, keepdims=True) / depth * near
+        along = d_pixel[..., 0] * pixel[..., 0] + d_pixel[..., 1] * pixel[..., 1]
+        d_proj[..., 2:3] = -along[..., None] / depth * near
         return d_proj @ k
 
     return value, backward

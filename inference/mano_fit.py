@@ -305,14 +305,15 @@ class ManoFitter:
             d_cam = d_3d(cfg.w_3d) + d_2d(cfg.w_2d)
             d_r = d_ik(cfg.w_ik)
             d_r[:, 1:] += d_limits(cfg.w_limits)
+            d_wrist = np.einsum("tkc->tc", d_cam)  # every keypoint moves with the wrist
             d_kp = d_cam.copy()
-            d_kp[:, 0] -= d_cam.sum(axis=1)
+            d_kp[:, 0] -= d_wrist
             d_r_fk, d_rest = kp_backward(d_kp)
             grads = [r_backward(d_r + d_r_fk)]
             if shape is None:
                 _, d_shape = fit_grad.shape_term(betas)
                 grads.append(d_shape(cfg.w_shape) + np.einsum("kcb,kc->b", shape_rows, d_rest))
-            grads.append(d_cam.sum(axis=1))
+            grads.append(d_wrist)
             opt.step(grads)
             if on_progress is not None and step + 1 < cfg.iterations:
                 now = time.perf_counter()
