@@ -347,3 +347,26 @@ def test_the_fit_gives_the_same_numbers_every_time(fitter, hands):
         poses.append(fitter.fit("right", uv, rel_depth, np.ones((60, 21)), k).pose)
     for pose in poses[1:]:
         np.testing.assert_array_equal(pose, poses[0])
+
+
+def test_degenerate_tracks_fit_to_finite_numbers(fitter):
+    """What the tracker can hand the fit at its worst: a one-frame track, a track whose
+    keypoints all have zero confidence, and a frame whose 21 keypoints lie on one pixel
+    with no depth (hand size 0 px). The numpy fit floors every length it divides by, as
+    the torch fit did, so each gives finite poses and keypoints, never NaN."""
+    k = intrinsics_from_fov(640, 480, 60.0)
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(200, 300, size=(3, 21, 2))
+    depth = rng.normal(scale=5.0, size=(3, 21))
+    uv[1] = 250.0
+    depth[1] = 0.0
+    cases = [
+        ("left", uv[:1], depth[:1], np.ones((1, 21))),
+        ("right", uv[:1], depth[:1], np.zeros((1, 21))),
+        ("right", uv, depth, np.ones((3, 21))),
+    ]
+    for side, points, rel_depth, conf in cases:
+        fit = fitter.fit(side, points, rel_depth, conf, k)
+        assert fit.pose.shape == (len(points), 16, 3)
+        assert np.isfinite(fit.pose).all() and np.isfinite(fit.keypoints_3d).all()
+        assert np.isfinite(fit.translation).all() and np.isfinite(fit.betas).all()
