@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import nnls
 
 from handmocap.errors import AssetError
 from handmocap.retarget.hand_skeleton import MANO_16_PARENTS, WEBXR_25, WEBXR_FOR_MANO
@@ -104,6 +103,10 @@ def _joint_regressor(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
     reproducing the joint position within 0.05 mm (least squares with a heavy sum-to-one
     row). The neighbourhood grows until the joint lies inside it (the wrist sits near the
     mesh's open cuff and needs more)."""
+    # Imported here: the model build needs it, a capture (which imports this module for its
+    # constants) would pay scipy.optimize's 0.13 s import on every start.
+    from scipy.optimize import nnls
+
     reg = np.zeros((len(joints), len(vertices)))
     for j, p in enumerate(joints):
         by_distance = np.argsort(np.linalg.norm(vertices - p, axis=1))
