@@ -12,8 +12,10 @@ import ctypes
 import functools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from handmocap.errors import BUILD_MODELS, HandmocapError
 from .threads import core_share, map_beside, resolve_threads, side_pool
 
 DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -177,14 +180,26 @@ class Network:
             return self.session.run(None, {name: x})
         if not alone:
             return self._narrow.run(None, {name: x})
-        if len(x) < 2:
+        parts = self.side_by_side(len(x))
+        if not parts:
             # All cores for one row, unless other programs keep them busy: then its threads
             # would wait at every operation for the one the scheduler put aside.
             wide = not core_share().contended()
             return (self.session if wide else self._narrow).run(None, {name: x})
-        # Slices, not index arrays: each part is a view of the batch, where indexing copied
-        # every 224x224 crop (0.6 MB) once more.
-        split = np.array_split(np.arange(len(x)), min(self.threads, len(x)))
-        parts = [slice(rows[0], rows[-1] + 1) for rows in split]
-        outs = map_beside(self.pool, lambda rows: self._narrow.run(None, {name: x[rows]}), parts)
+        outs = self.map_beside(lambda rows: self._narrow.run(None, {name: x[rows]}), parts)
         return [np.concatenate(o) for o in zip(*outs, strict=True)]
+
+    def side_by_side(self, rows: int) -> list[slice]:
+        """The parts a call of ``rows`` rows that runs alone is split into, one thread each
+        (consecutive rows, as even as they go); [] when it runs as one call: on a GPU, on
+        one thread, or for one row. Slices, not index arrays: a part of a batch is then a
+        view, where indexing copied every 224x224 crop (0.6 MB) once more."""
+        if self._narrow is None or rows < 2:
+            return []
+        split = np.array_split(np.arange(rows), min(self.threads, rows))
+        return [slice(part[0], part[-1] + 1) for part in split]
+
+    def map_beside(self, fn: Callable[[slice], R], parts: list[slice]) -> list[R]:
+        """``[fn(part) for part in parts]``, the parts side by side on this network's pool
+        (:func:`.threads.map_beside`); ``fn`` runs the network with ``alone=False``."""
+        return map_beside(self.pool, fn, parts)

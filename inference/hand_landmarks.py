@@ -130,7 +130,19 @@ class HandLandmarker:
         hands, in crop order. ``alone`` as in :meth:`run`."""
         if not rois:
             return []
-        return self.postprocess(self.run(self.preprocess(image_rgb, rois), alone), rois)
+        parts = self.network.side_by_side(len(rois)) if alone else []
+        if not parts:
+            return self.postprocess(self.run(self.preprocess(image_rgb, rois), alone), rois)
+        # Crops split across the cores: each thread also cuts and reads its own, where
+        # cutting every crop before the network and reading them after ran on one core
+        # while the other waited (docs/architecture.md, "Speed and threads").
+        images = image_rgb if isinstance(image_rgb, list) else [image_rgb] * len(rois)
+
+        def part(rows: slice) -> list[HandLandmarks]:
+            crops = self.preprocess(images[rows], rois[rows])
+            return self.postprocess(self.run(crops, alone=False), rois[rows])
+
+        return [hand for hands in self.network.map_beside(part, parts) for hand in hands]
 
     __call__ = estimate
 

@@ -126,6 +126,35 @@ def test_a_network_gives_the_same_rows_alone_split_or_beside_other_work(tmp_path
     np.testing.assert_array_equal(single.run("x", x)[0], want)
 
 
+def test_the_landmarker_gives_the_same_hands_with_its_crops_split_across_the_cores():
+    """Crops split across the cores (each thread cutting, running and reading its own) give
+    the hands one thread gives for the whole batch, in the same order, from one frame or
+    one image per crop: image pixels within 1e-3 px (the one-thread session in both)."""
+    import cv2
+
+    from bench.synth.cache import cached_clip
+    from handmocap.inference.geometry import Roi
+    from handmocap.inference.hand_landmarks import HandLandmarker
+    from handmocap.models.mediapipe_port import built_mediapipe_models
+
+    mp4, _ = cached_clip("two_crossing")
+    ok, bgr = cv2.VideoCapture(str(mp4)).read()
+    assert ok
+    frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    h, w = frame.shape[:2]
+    rois = [Roi(w * (0.3 + 0.2 * k), h * 0.5, h * 0.4, 0.3 * k - 0.3) for k in range(3)]
+    model = built_mediapipe_models().hand_landmark
+    split = HandLandmarker(model, choose_backend("cpu"), threads=2)
+    whole = HandLandmarker(model, choose_backend("cpu"), threads=1)
+    assert split.network.side_by_side(3) == [slice(0, 2), slice(2, 3)]
+    for image in (frame, [frame, frame[::-1].copy(), frame[:, ::-1].copy()]):
+        got, want = split.estimate(image, rois), whole.estimate(image, rois)
+        assert [g.roi for g in got] == rois
+        for g, e in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.image_xyz, e.image_xyz, atol=1e-3)
+            assert abs(g.presence - e.presence) < 1e-5
+
+
 def test_sessions_wait_without_spinning_on_the_threads_asked(tmp_path):
     from handmocap.inference.backend import create_session
 
