@@ -1,8 +1,8 @@
 """What a MANO fit needs before it runs: its settings and the built files it reads.
 
-Kept apart from :mod:`.mano_fit` so that none of it loads torch: a capture checks these
-files before the first frame is read and loads torch beside the tracking
-(docs/architecture.md, "Speed and threads").
+Kept apart from :mod:`.mano_fit` (the IK network's session and the fit's maths), which a
+capture loads only when the tracking is done: the files are checked before the first frame
+is read, so a missing one fails in a second, not after the whole video.
 """
 
 from __future__ import annotations
