@@ -201,6 +201,10 @@ def suite_profile(ref: float):
                 ours, theirs = paired_runs(video, take, repeats)
                 wall_ratio = _median(theirs, "wall_s") / _median(ours, "wall_s")
                 cpu_ratio = _median(ours, "cpu_s") / _median(theirs, "cpu_s")
+                # Each pair's own ratios: how far one run from the next moves the figure on
+                # this shared machine.
+                walls = _spread([t.wall_s / o.wall_s for o, t in zip(ours, theirs, strict=True)])
+                cpus = _spread([o.cpu_s / t.cpu_s for o, t in zip(ours, theirs, strict=True)])
                 tag = f"{name}_{condition}"
                 where = "quiet" if condition == "quiet" else f"beside {load} busy processes"
                 metrics += [
@@ -211,9 +215,10 @@ def suite_profile(ref: float):
                     Metric(f"{tag}_engine_cpu_s", round(_median(ours, "cpu_s"), 2), "s"),
                     Metric(f"{tag}_mediapipe_cpu_s", round(_median(theirs, "cpu_s"), 2), "s"),
                     Metric(f"{tag}_speed_vs_mediapipe", round(wall_ratio, 3), "x",
-                           f"MediaPipe wall / ours, {where} (bar >= 1.5 quiet)"),
+                           f"MediaPipe wall / ours, {where} (bar >= 1.5 quiet); "
+                           f"pairs {walls}"),
                     Metric(f"{tag}_cpu_vs_mediapipe", round(cpu_ratio, 3), "x",
-                           "our CPU seconds / MediaPipe's (bar <= 1)"),
+                           f"our CPU seconds / MediaPipe's (bar <= 1); pairs {cpus}"),
                 ]  # fmt: skip
                 if condition == "quiet":
                     quiet_ratio[name] = wall_ratio
@@ -226,6 +231,11 @@ def suite_profile(ref: float):
     metrics += _network_metrics()
     metrics += _memory_metrics(tmp, take)
     return Result("profile", suite_profile.__doc__ or "", ref, tuple(metrics))
+
+
+def _spread(ratios: list[float]) -> str:
+    """The lowest and highest of ``ratios``, as text."""
+    return f"{min(ratios):.3f}-{max(ratios):.3f}"
 
 
 def _profile_metrics(name: str, ours: list[ProcessRun], take: Path) -> list:
