@@ -16,6 +16,9 @@ solution run the same way (docs/architecture.md, "Speed and threads").
   --no-deocclusion`` (whole processes, medians of CPU seconds): what tracking alone costs
   against MediaPipe's solution, and what the de-occlusion stage and the MANO stage (torch's
   import, the fit, the prior) add to it.
+- **In one process**: the two-hand clip's tracking over frames decoded beforehand, and its
+  tracks' MANO fits side by side in threads against one after the other (medians, wall and
+  CPU): steadier than whole processes, for comparing changes to those parts.
 - **The landmark network per crop**: the ported ONNX network under ONNX Runtime against the
   ``.tflite`` it was ported from under LiteRT's XNNPACK delegate (MediaPipe's runtime), one
   thread each, alternated blocks of calls on the same input.
@@ -228,6 +231,7 @@ def suite_profile(ref: float):
                     kept = wall_ratio / quiet_ratio[name]
                     note = "speed vs MediaPipe: loaded / quiet (bar >= 0.75)"
                     metrics.append(Metric(f"{name}_load_ratio_vs_quiet", round(kept, 3), "x", note))
+    metrics += _in_process_metrics("two_hands", two_hands, repeats)
     metrics += _network_metrics()
     metrics += _memory_metrics(tmp, take)
     return Result("profile", suite_profile.__doc__ or "", ref, tuple(metrics))
@@ -284,6 +288,71 @@ def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun
         Metric(f"{name}_tracking_only_cpu_vs_mediapipe", round(cpu_tracking / cpu_mp, 3), "x",
                "tracking alone (the same two networks as MediaPipe's) against its solution"),
     ]  # fmt: skip
+
+
+def _in_process_metrics(name: str, video: Path, repeats: int) -> list:
+    """Two parts of a capture timed in one process, steadier than whole processes on a
+    shared machine: the tracking of ``video``'s frames decoded beforehand
+    (``HandTracker.step``, no decoder, no start-up), and the MANO fit of its tracks side by
+    side in threads, as a capture runs them, against one after the other (what Python's
+    lock costs the threads, docs/architecture.md, "Speed and threads"). Medians of
+    ``repeats`` runs, alternated, wall and CPU seconds."""
+    from handmocap.inference.capture import CaptureConfig, capture
+    from handmocap.inference.fit_settings import fit_assets
+    from handmocap.inference.mano_fit import load_fitter
+    from handmocap.inference.threads import blas_threads, map_beside, opencv_threads, side_pool
+    from handmocap.inference.tracker import HandTracker, TrackerConfig
+
+    from .suites import Metric
+
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    models = HandTracker(TrackerConfig())
+    take = capture(video, CaptureConfig(fit_mano=False), tracker=models).take
+    fitter = load_fitter(fit_assets(None), models.backend)
+    k = take.header.intrinsics
+
+    def fit(track) -> None:
+        fitter.fit(track.handedness, track.keypoints_2d, track.keypoints_rel_depth,
+                   track.confidence, k)  # fmt: skip
+
+    def track() -> None:
+        tracker = HandTracker(TrackerConfig(), models.palm, models.landmarker)
+        with opencv_threads(1):
+            for frame in frames:
+                tracker.step(frame)
+
+    def threads() -> None:
+        with blas_threads(1):
+            map_beside(side_pool(len(take.tracks)), fit, take.tracks)
+
+    def one_by_one() -> None:
+        with blas_threads(1):
+            for t in take.tracks:
+                fit(t)
+
+    runs: dict[str, list[tuple[float, float]]] = {"tracking": [], "fit_threads": [],
+                                                  "fit_one_by_one": []}  # fmt: skip
+    for _ in range(repeats):
+        for key, fn in (("tracking", track), ("fit_threads", threads),
+                        ("fit_one_by_one", one_by_one)):  # fmt: skip
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            runs[key].append((time.perf_counter() - wall, time.process_time() - cpu))
+    out = []
+    for key, values in runs.items():
+        wall = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        note = f"in process, median of {repeats}; {len(frames)} frames, {len(take.tracks)} tracks"
+        out += [Metric(f"{name}_in_process_{key}_wall_s", round(wall, 3), "s", note),
+                Metric(f"{name}_in_process_{key}_cpu_s", round(cpu, 3), "s")]  # fmt: skip
+    return out
 
 
 def _network_metrics(calls: int = 50, blocks: int = 4) -> list:
