@@ -18,7 +18,8 @@ solution run the same way (docs/architecture.md, "Speed and threads").
   import, the fit, the prior) add to it.
 - **In one process**: the two-hand clip's tracking over frames decoded beforehand, and its
   tracks' MANO fits side by side in threads against one after the other (medians, wall and
-  CPU): steadier than whole processes, for comparing changes to those parts.
+  CPU): those parts alone, without the decoder, start-up and the other stages, for
+  comparing changes to them.
 - **The landmark network per crop**: the ported ONNX network under ONNX Runtime against the
   ``.tflite`` it was ported from under LiteRT's XNNPACK delegate (MediaPipe's runtime), one
   thread each, alternated blocks of calls on the same input.
@@ -291,8 +292,8 @@ def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun
 
 
 def _in_process_metrics(name: str, video: Path, repeats: int) -> list:
-    """Two parts of a capture timed in one process, steadier than whole processes on a
-    shared machine: the tracking of ``video``'s frames decoded beforehand
+    """Two parts of a capture timed alone in one process (no decoder, start-up or other
+    stage in the figure): the tracking of ``video``'s frames decoded beforehand
     (``HandTracker.step``, no decoder, no start-up), and the MANO fit of its tracks side by
     side in threads, as a capture runs them, against one after the other (what Python's
     lock costs the threads, docs/architecture.md, "Speed and threads"). Medians of
