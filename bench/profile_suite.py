@@ -294,7 +294,7 @@ def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun
 def _in_process_metrics(name: str, video: Path, repeats: int) -> list:
     """Two parts of a capture timed alone in one process (no decoder, start-up or other
     stage in the figure): the tracking of ``video``'s frames decoded beforehand
-    (``HandTracker.step``, no decoder, no start-up), and the MANO fit of its tracks side by
+    (``HandTracker.step``), and the MANO fit of its tracks side by
     side in threads, as a capture runs them, against one after the other (what Python's
     lock costs the threads, docs/architecture.md, "Speed and threads"). Medians of
     ``repeats`` runs, alternated, wall and CPU seconds."""
