@@ -294,26 +294,20 @@ def _stage_cpu_metrics(name: str, video: Path, take: Path, full: list[ProcessRun
 def _in_process_metrics(name: str, video: Path, repeats: int) -> list:
     """Two parts of a capture timed alone in one process (no decoder, start-up or other
     stage in the figure): the tracking of ``video``'s frames decoded beforehand
-    (``HandTracker.step``), and the MANO fit of its tracks side by
-    side in threads, as a capture runs them, against one after the other (what Python's
-    lock costs the threads, docs/architecture.md, "Speed and threads"). Medians of
-    ``repeats`` runs, alternated, wall and CPU seconds."""
+    (``HandTracker.step``), and the MANO fit of its tracks side by side in threads, as a
+    capture runs them, against one after the other (what Python's lock costs the threads,
+    docs/architecture.md, "Speed and threads"). Medians of ``repeats`` runs, alternated,
+    wall and CPU seconds."""
     from handmocap.inference.capture import CaptureConfig, capture
     from handmocap.inference.fit_settings import fit_assets
     from handmocap.inference.mano_fit import load_fitter
     from handmocap.inference.threads import blas_threads, map_beside, opencv_threads, side_pool
     from handmocap.inference.tracker import HandTracker, TrackerConfig
+    from handmocap.inference.video import VideoSource
 
     from .suites import Metric
 
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
+    frames = [rgb for _, rgb in VideoSource(video)]  # the engine's own reader, RGB
     models = HandTracker(TrackerConfig())
     take = capture(video, CaptureConfig(fit_mano=False), tracker=models).take
     fitter = load_fitter(fit_assets(None), models.backend)
