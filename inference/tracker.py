@@ -122,6 +122,8 @@ RETURN_RADIUS = 3.0
 SEARCH_APART = 0.6
 # A handedness beyond this (or below 1 - this) is a confident call of one side.
 CONFIDENT_SIDE = 0.8
+# A track's whole record of handedness beyond this (or below 1 - this) leans to one side.
+RECORD_LEAN = 0.65
 
 
 def _flipped(memory: float, right_prob: float) -> bool:
@@ -135,6 +137,18 @@ def _flipped(memory: float, right_prob: float) -> bool:
 def _confident(right_prob: float) -> bool:
     """A confident call of one side."""
     return right_prob > CONFIDENT_SIDE or right_prob < 1.0 - CONFIDENT_SIDE
+
+
+def _turned(record: float, memory: float) -> bool:
+    """A track's running handedness ``memory`` confidently calls the side its whole
+    ``record`` leans against. The record need only lean, not be confident: the frames a
+    track has run on the other hand count in it too. On a crossing of two fists (scene
+    seed 41 of ``two_crossing``) the left hand's track slid onto the right hand, and by
+    the time its running memory read 0.84 its record had drifted from 0.02 to 0.24; the
+    left hand, in full view, was kept unfollowed until the palm detector lost it
+    (docs/architecture.md, "Two interacting hands")."""
+    leans = abs(record - 0.5) >= RECORD_LEAN - 0.5
+    return leans and _confident(memory) and (record > 0.5) != (memory > 0.5)
 
 
 def _same_crop(a: Roi, b: Roi, fraction: float) -> bool:
@@ -565,8 +579,8 @@ class HandTracker:
         """The id for a new hand ``h`` that a lost track's hunt would turn away, where a
         followed track slid onto the lost one's hand at a crossing; else None.
 
-        The signs: a followed track ``k`` whose whole record of handedness is one side
-        and whose running memory of it now confidently says the other (both over many
+        The signs: a followed track ``k`` whose whole record of handedness leans to one
+        side and whose running memory of it now confidently says the other (both over many
         frames, never one frame's word), a lost track ``j`` of that other side whose
         hand should be within ``RETURN_RADIUS`` palm lengths of ``k``'s estimate, and
         ``h`` confidently of ``k``'s recorded side. Then ``k``'s hand is ``j``'s
@@ -578,7 +592,7 @@ class HandTracker:
             return None
         for k, held in kept.items():
             record = self._record_side(k)
-            if k not in self._tracks or not _flipped(record, self._right_prob.get(k, 0.5)):
+            if k not in self._tracks or not _turned(record, self._right_prob.get(k, 0.5)):
                 continue
             if (record > 0.5) != (h.right_prob > 0.5):
                 continue

@@ -411,8 +411,10 @@ def test_a_track_that_slid_onto_the_lost_hand_gives_it_back_when_its_own_hand_sh
     track 0 (left) was lost, and its running handedness now says left (0.1). A clearly
     right hand found elsewhere is not turned away while track 0 is hunted for: the hand
     track 1 holds is track 0's again (its filter goes with it), and the new hand is
-    track 1's. A new hand that reads left, a track 1 whose record is not clearly right,
-    or one whose running handedness has not turned, leave the hunt as it was."""
+    track 1's. Track 1's record need only lean right (0.7): the frames it ran on the left
+    hand count in it too. A new hand that reads left, a track 1 whose record leans to
+    neither side (0.6) or to the left (0.3), or one whose running handedness has not
+    turned, leave the hunt as it was."""
     left_xy, right_xy = _open_hand((300.0, 300.0)), _open_hand((520.0, 300.0))
 
     def hand(xy: np.ndarray, right_prob: float) -> HandLandmarks:
@@ -435,12 +437,15 @@ def test_a_track_that_slid_onto_the_lost_hand_gives_it_back_when_its_own_hand_sh
         kept = t._assign({1: on_left, 7: new}, flags)
         return t, kept, flags, on_left, new, slid
 
-    t, kept, flags, on_left, new, slid = assign(record=0.95, memory=0.1, new_right=0.97)
-    assert sorted(kept) == [0, 1] and kept[0] is on_left and kept[1] is new
-    assert flags[0] == FrameFlag.TRACKED and flags[1] == FrameFlag.DETECTED
-    assert t._lost == {} and list(t._motion) == [0] and t._motion[0] is slid  # 1 starts afresh
-    assert t._right_prob[0] == pytest.approx(0.1) and t._right_prob[1] == pytest.approx(0.97)
+    for record in (0.95, 0.7):
+        t, kept, flags, on_left, new, slid = assign(record, memory=0.1, new_right=0.97)
+        assert sorted(kept) == [0, 1] and kept[0] is on_left and kept[1] is new
+        assert flags[0] == FrameFlag.TRACKED and flags[1] == FrameFlag.DETECTED
+        assert t._lost == {} and list(t._motion) == [0] and t._motion[0] is slid  # afresh
+        assert t._right_prob[0] == pytest.approx(0.1)
+        assert t._right_prob[1] == pytest.approx(0.97)
 
-    for record, memory, new_right in ((0.95, 0.1, 0.1), (0.6, 0.1, 0.97), (0.95, 0.5, 0.97)):
+    for record, memory, new_right in ((0.95, 0.1, 0.1), (0.6, 0.1, 0.97), (0.3, 0.1, 0.97),
+                                      (0.95, 0.5, 0.97)):  # fmt: skip
         t, kept, *_ = assign(record, memory, new_right)
         assert list(kept) == [1] and t._lost == {0: 5}, (record, memory, new_right)
