@@ -449,3 +449,24 @@ def test_a_track_that_slid_onto_the_lost_hand_gives_it_back_when_its_own_hand_sh
                                       (0.95, 0.5, 0.97)):  # fmt: skip
         t, kept, *_ = assign(record, memory, new_right)
         assert list(kept) == [1] and t._lost == {0: 5}, (record, memory, new_right)
+
+
+def test_a_hand_estimated_on_a_cleaned_crop_keeps_its_side():
+    """Handedness read on a cleaned crop is not evidence: a left hand's track (memory 0.1,
+    record 0.1 over 20 frames) kept on cleaned crops that read 0.97 keeps both memory and
+    record; a frame on its raw crop counts again. A track found on a cleaned crop (the
+    search for a hand under the other) starts its memory from that frame."""
+    xy = _open_hand((300.0, 300.0))
+    hand = HandLandmarks(np.c_[xy, np.zeros(21)], np.zeros((21, 3)), 0.9, 0.97,
+                         roi_from_landmarks(xy))  # fmt: skip
+    t = HandTracker(TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([]))
+    t._right_prob, t._side_record = {0: 0.1}, {0: (0.1 * 20.0, 20.0)}
+    cleaned = FrameFlag.TRACKED | FrameFlag.DEOCCLUDED
+    for _ in range(5):
+        t._remember_sides({0: hand}, {0: cleaned})
+    assert t._right_prob[0] == pytest.approx(0.1) and t._record_side(0) == pytest.approx(0.1)
+    t._remember_sides({0: hand}, {0: FrameFlag.TRACKED})
+    assert t._right_prob[0] == pytest.approx(0.8 * 0.1 + 0.2 * 0.97)
+    assert t._record_side(0) == pytest.approx((2.0 + 0.9 * 0.97) / 20.9)
+    t._remember_sides({3: hand}, {3: FrameFlag.DETECTED | FrameFlag.DEOCCLUDED})
+    assert t._right_prob[3] == pytest.approx(0.97) and t._record_side(3) == pytest.approx(0.97)
