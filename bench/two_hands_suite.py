@@ -260,6 +260,14 @@ def _fill_metrics(name: str, mp4: Path, npz: Path, truth: ClipGroundTruth) -> li
     ]  # fmt: skip
 
 
+def _render(preset: str, seed: int, scene: int | None) -> tuple[Path, Path]:
+    """(mp4, npz) of the preset's render with Cycles noise ``seed``; a ``scene`` seed other
+    than the preset's (None) is another motion, rendered without the hands alone."""
+    if scene is None:
+        return cached_clip(preset, noise_seed=seed)
+    return cached_clip(preset, noise_seed=seed, seed=scene, render_alone=False)
+
+
 def _clip_name(preset: str, seed: int, scene: int | None) -> str:
     """The metrics' prefix for a render: preset, scene seed if not the preset's, noise seed."""
     return f"{preset}{f'_scene{scene}' if scene is not None else ''}_seed{seed}"
@@ -268,10 +276,7 @@ def _clip_name(preset: str, seed: int, scene: int | None) -> str:
 def _clip_metrics(preset: str, seed: int, scene: int | None) -> list:
     from .suites import Metric
 
-    if scene is None:
-        mp4, npz = cached_clip(preset, noise_seed=seed)
-    else:
-        mp4, npz = cached_clip(preset, noise_seed=seed, seed=scene, render_alone=False)
+    mp4, npz = _render(preset, seed, scene)
     name = _clip_name(preset, seed, scene)
     truth = load_ground_truth(npz)
     metrics: list = []
@@ -343,10 +348,7 @@ def repeated_clip(
 
     from .profile_suite import ping_pong
 
-    if scene is None:
-        mp4, npz = cached_clip(preset, noise_seed=seed)
-    else:
-        mp4, npz = cached_clip(preset, noise_seed=seed, seed=scene, render_alone=False)
+    mp4, npz = _render(preset, seed, scene)
     truth = load_ground_truth(npz)
     n = truth.num_frames
     order = np.tile(np.r_[0:n, n - 2 : 0 : -1], cycles)
