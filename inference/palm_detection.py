@@ -28,11 +28,18 @@ SCORE_CLIP = 100.0
 
 @dataclass(frozen=True)
 class PalmConfig:
-    """Detector settings. Thresholds are probabilities; IoU is intersection over union."""
+    """Detector settings. Thresholds are probabilities; IoU is intersection over union.
+
+    ``weak_score``: palms scoring from this up to ``min_score`` are returned too, after the
+    confident ones, for a caller that has them verified (the tracker asks the landmark
+    network); None returns none. They are clustered apart from the confident palms, so
+    those come out exactly as without them.
+    """
 
     min_score: float = 0.5
     nms_iou: float = 0.3
     max_palms: int = 4
+    weak_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,12 +170,25 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr
 def postprocess(
     raw_boxes: np.ndarray, raw_scores: np.ndarray, lb: Letterbox, config: PalmConfig
 ) -> list[Palm]:
-    """One image's outputs -> palms in image pixels, best first."""
-    boxes, kps, scores = decode(raw_boxes, raw_scores, config.min_score)
-    palms = []
-    for box, kp, score in weighted_nms(boxes, kps, scores, config.nms_iou, config.max_palms):
-        palms.append(Palm(lb.to_image(box.reshape(2, 2)).reshape(4), lb.to_image(kp), score))
-    return palms
+    """One image's outputs -> palms in image pixels: those scoring ``min_score`` or more,
+    best first, then the weak ones (``PalmConfig.weak_score``) that overlap none of them
+    by more than ``nms_iou``, best first."""
+    floor = config.min_score if config.weak_score is None else config.weak_score
+    boxes, kps, scores = decode(raw_boxes, raw_scores, min(floor, config.min_score))
+    strong = scores >= config.min_score
+    found = weighted_nms(boxes[strong], kps[strong], scores[strong], config.nms_iou,
+                         config.max_palms)  # fmt: skip
+    if not strong.all():
+        weak = weighted_nms(boxes[~strong], kps[~strong], scores[~strong], config.nms_iou,
+                            config.max_palms)  # fmt: skip
+        found += [
+            w for w in weak
+            if not any(iou(w[0], s[0][None])[0] > config.nms_iou for s in found)
+        ]  # fmt: skip
+    return [
+        Palm(lb.to_image(box.reshape(2, 2)).reshape(4), lb.to_image(kp), score)
+        for box, kp, score in found
+    ]
 
 
 class PalmDetector:

@@ -70,11 +70,23 @@ class TrackerConfig:
     # hand, and on the tutting clip they overlapped on every frame, so the filter never
     # learnt how fast the hands set off.
     touch_margin: float = 0.5
+    # While a hand is missing, palms the detector scores from weak_detection up to
+    # min_detection are looked at too, and kept where the landmark network is this sure of
+    # a hand (verified_presence). Two fists side by side, backs to the camera, scored 0.47
+    # and 0.06 on the first frame of a render (landmark presence 0.96 and 0.92), 0.98 and
+    # 0.03 on a smaller one; of the weak palms off any hand over every two-hand render,
+    # 1 in 1162 reached 0.85 (docs/architecture.md, "Two interacting hands").
+    weak_detection: float = 0.01
+    verified_presence: float = 0.85
     deocclusion: de.DeocclusionConfig = field(default_factory=de.DeocclusionConfig)
 
     def validated(self) -> TrackerConfig:
         if not 1 <= self.max_hands <= 4:
             raise HandmocapError(f"--max-hands must be 1..4, got {self.max_hands}")
+        if not 0.0 < self.weak_detection <= self.min_detection:
+            raise HandmocapError(
+                f"weak_detection must be in (0, min_detection], got {self.weak_detection}"
+            )
         if self.redetect_every < 1:
             raise HandmocapError("redetect_every must be >= 1")
         if not 0 <= self.threads <= 256:
@@ -100,7 +112,10 @@ def build_models(
     (missing files fail fast, naming the command that builds them)."""
     backend = choose_backend(config.device)
     files = files or built_mediapipe_models()
-    palm_config = pd.PalmConfig(min_score=config.min_detection, max_palms=config.max_hands * 2)
+    palm_config = pd.PalmConfig(
+        min_score=config.min_detection, max_palms=config.max_hands * 2,
+        weak_score=config.weak_detection,
+    )  # fmt: skip
     palm = pd.PalmDetector(files.palm_detection, backend, palm_config, config.threads)
     return palm, lm.HandLandmarker(files.hand_landmark, backend, config.threads)
 
@@ -237,16 +252,7 @@ class HandTracker:
         first = {i: cleaned.variant(k) for i, (k, cleaned) in led.items()}
         hands = self._landmarks(image_rgb, rois, list(rois), alone=palms is None, images=first)
         if palms is not None:
-            for palm in palms.result():
-                roi = palm.roi()
-                # A crop centred on a tracked one looks at that hand; a palm further off may
-                # be a second hand beside or behind it, which only its landmarks can tell.
-                if any(_same_crop(roi, other, cfg.same_crop) for other in rois.values()):
-                    continue
-                rois[self._next_id] = roi
-                flags[self._next_id] = FrameFlag.DETECTED
-                self._next_id += 1
-            hands |= self._landmarks(image_rgb, rois, [i for i in rois if i not in hands])
+            hands |= self._new_hands(image_rgb, palms.result(), rois, flags)
         overlaps = self._overlaps(rois)
         self._overlapping = {i for i, others in overlaps.items() if others}
         held = set()  # kept under min_presence (deocclusion.hold)
@@ -279,6 +285,46 @@ class HandTracker:
         if cfg.deocclusion.enabled and len(kept) > 1:  # only two hands can overlap
             self._refresh_background(image_rgb, kept)
         return [Observation(i, h, flags[i]) for i, h in kept.items()]
+
+    def _new_hands(
+        self, image_rgb: np.ndarray, palms: list[pd.Palm], rois: dict[int, Roi],
+        flags: dict[int, FrameFlag],
+    ) -> dict[int, lm.HandLandmarks]:  # fmt: skip
+        """The landmarks of the detector's ``palms`` that are not tracked hands, added to
+        ``rois`` and ``flags`` (``DETECTED``) under new ids. Palms scoring under
+        ``min_detection`` are tried only while hands are missing and none is hunted for
+        (a hand coming into view, not one coming back), the best first, and kept only
+        where the landmark network sees a hand (``verified_presence``). At crossings they
+        found the back hand coming out a few frames sooner, and the tracker's rules for
+        who is who then swapped the hands on both preset renders of ``two_crossing``
+        played ten times (docs/architecture.md, "Two interacting hands")."""
+        cfg = self.config
+        known = set(rois)
+        weak: list[int] = []
+        for palm in palms:
+            confident = palm.score >= cfg.min_detection
+            if not confident and (len(rois) >= cfg.max_hands or self._lost):
+                break  # weak palms come after the confident ones
+            roi = palm.roi()
+            # A crop centred on a tracked one looks at that hand; a palm further off may
+            # be a second hand beside or behind it, which only its landmarks can tell.
+            if any(_same_crop(roi, other, cfg.same_crop) for other in rois.values()):
+                continue
+            i = -1 - len(weak) if not confident else self._next_id
+            rois[i] = roi
+            if confident:
+                flags[i] = FrameFlag.DETECTED
+                self._next_id += 1
+            else:
+                weak.append(i)
+        hands = self._landmarks(image_rgb, rois, [i for i in rois if i not in known])
+        for i in weak:
+            roi, h = rois.pop(i), hands.pop(i)
+            if h.presence >= cfg.verified_presence:
+                rois[self._next_id], hands[self._next_id] = roi, h
+                flags[self._next_id] = FrameFlag.DETECTED
+                self._next_id += 1
+        return hands
 
     def _remember_sides(self, kept: dict[int, lm.HandLandmarks],
                         flags: dict[int, FrameFlag]) -> None:  # fmt: skip
