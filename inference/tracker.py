@@ -721,13 +721,18 @@ class HandTracker:
     ) -> int:  # fmt: skip
         """A new crop's id: a lost track of its side comes back (occlusion, motion blur)
         when the hand is within ``RETURN_RADIUS`` palm lengths of where that track's hand
-        should be; a hand further off is another hand."""
+        should be; a hand further off is another hand. A track followed last frame whose
+        own crop lost its hand this frame counts as lost (age 0): otherwise a palm found
+        on that hand on the same frame started a new track beside the one about to be
+        hunted for, and the two could never be joined (docs/architecture.md, "Two
+        interacting hands")."""
         side = h.right_prob > 0.5
         live_sides = {self._right_prob.get(j, 0.5) > 0.5 for j in kept if j in self._tracks}
         centre = h.image_xyz[:, :2].mean(axis=0)
+        dropped = {j: 0 for j in self._tracks if j not in kept}
         same = [
             (age, j)
-            for j, age in self._lost.items()
+            for j, age in (self._lost | dropped).items()
             if (self._right_prob.get(j, 0.5) > 0.5) == side
             and j not in kept
             and np.linalg.norm(centre - expected[j].mean(axis=0))
@@ -736,7 +741,7 @@ class HandTracker:
         if not same or side in live_sides:
             return i
         _, old = min(same)
-        del self._lost[old]
+        self._lost.pop(old, None)
         flags[old] = flags[i]
         return old
 

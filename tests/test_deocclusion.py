@@ -470,3 +470,33 @@ def test_a_hand_estimated_on_a_cleaned_crop_keeps_its_side():
     assert t._record_side(0) == pytest.approx((2.0 + 0.9 * 0.97) / 20.9)
     t._remember_sides({3: hand}, {3: FrameFlag.DETECTED | FrameFlag.DEOCCLUDED})
     assert t._right_prob[3] == pytest.approx(0.97) and t._record_side(3) == pytest.approx(0.97)
+
+
+def test_a_palm_on_a_hand_whose_own_crop_just_lost_it_continues_that_track():
+    """Two fists crossing: track 1 (right) followed last frame, its crop's estimate fell
+    under ``min_presence`` this frame, and the detector found a palm on its hand on the
+    same frame. That hand is track 1's, not a new track beside the one about to be hunted
+    for (it was: the new track then ran on, track 1 came back elsewhere for two frames,
+    and the two could never be joined). A palm of the other side there, or one more than
+    ``RETURN_RADIUS`` palm lengths off, is another hand."""
+    right_xy = _open_hand((400.0, 300.0))
+
+    def hand(xy: np.ndarray, right_prob: float) -> HandLandmarks:
+        xyz = np.zeros((21, 3))
+        xyz[:, :2] = xy
+        return HandLandmarks(xyz, np.zeros((21, 3)), 0.83, right_prob, roi_from_landmarks(xy))
+
+    def assign(shift: float, right_prob: float) -> dict[int, HandLandmarks]:
+        t = HandTracker(
+            TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([])
+        )
+        t._tracks = {1: roi_from_landmarks(right_xy)}
+        t._motion = {1: de.HandMotion.start(right_xy)}
+        t._right_prob = {1: 0.7}
+        t._next_id = 14
+        new = hand(right_xy + np.array([shift, 0.0]), right_prob)
+        return t._assign({14: new}, {14: FrameFlag.DETECTED})
+
+    assert list(assign(10.0, 0.97)) == [1]
+    assert list(assign(10.0, 0.1)) == [14]
+    assert list(assign(3.5 * 80.0, 0.97)) == [14]  # palm length 80 px
