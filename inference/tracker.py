@@ -599,6 +599,8 @@ class HandTracker:
            hand's expected place than its own: a crop that slid over at a crossing) goes
            to that track if it is free this frame, else is let go. Handedness does not
            decide this: the network misreads it on a hand half covered by the other.
+           It only lets go an estimate that lies nearer another track's place than its
+           own, not clearly so, where both sides' memories agree (:meth:`_other_sides`).
         3. A new crop takes back the id of a lost track of the same side (the nearest lost
            one), unless a live track holds that side; the rest are new tracks.
         At most ``max_hands`` ids are kept, tracked ones first, then the most present.
@@ -619,6 +621,8 @@ class HandTracker:
                     flags[owner] = flags[i]
                     i = owner
                 if i in self._lost and _flipped(self._right_prob.get(i, 0.5), h.right_prob):
+                    continue
+                if owner is None and self._other_sides(i, h, expected):
                     continue
             else:
                 i = self._returning(i, h, kept, expected, flags)
@@ -714,6 +718,27 @@ class HandTracker:
             if j != i and _mean_distance(xy, expected[j]) < OWNER_MARGIN * own:
                 return j
         return None
+
+    def _other_sides(self, i: int, h: lm.HandLandmarks, expected: dict[int, np.ndarray]) -> bool:
+        """Whether track ``i``'s estimate ``h`` is likely the other hand: it confidently
+        reads the other side than the track's confident memory, and lies nearer the
+        expected place of a track whose memory leans to that side than its own. Position
+        alone lets such an estimate by unless it is clearly nearer the other place
+        (``OWNER_MARGIN``): where two fists cross, the right hand's crop took in the left
+        hand at each crossing, its estimate 0.67-0.94 as far from the left's place as
+        from its own and reading left (0.00-0.02), and the tracks swapped there
+        (docs/architecture.md, "Two interacting hands")."""
+        if not _flipped(self._right_prob.get(i, 0.5), h.right_prob):
+            return False
+        xy = h.image_xyz[:, :2]
+        own = _mean_distance(xy, expected[i])
+        side = h.right_prob > 0.5
+        return any(
+            j != i
+            and (self._right_prob.get(j, 0.5) > 0.5) == side
+            and _mean_distance(xy, expected[j]) < own
+            for j in self._motion
+        )
 
     def _returning(
         self, i: int, h: lm.HandLandmarks, kept: dict[int, lm.HandLandmarks],

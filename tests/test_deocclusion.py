@@ -500,3 +500,32 @@ def test_a_palm_on_a_hand_whose_own_crop_just_lost_it_continues_that_track():
     assert list(assign(10.0, 0.97)) == [1]
     assert list(assign(10.0, 0.1)) == [14]
     assert list(assign(3.5 * 80.0, 0.97)) == [14]  # palm length 80 px
+
+
+def test_an_estimate_nearer_the_other_hand_that_reads_its_side_is_let_go():
+    """Track 1 (a right hand, memory 0.95) and track 0 (left, 0.05), their hands 200 px
+    apart. Track 1's estimate 0.55 of the way over to the left hand's place (0.82 as far
+    from it as from its own: not clearly nearer, the 0.6 of ``OWNER_MARGIN``) that
+    reads left (0.02) is the left hand taken in by the right hand's crop: let go, and
+    track 1 is hunted for. The same estimate reading right, or one still nearer its own
+    place, or a track whose memory of its side is not confident, keeps it."""
+    left_xy, right_xy = _open_hand((300.0, 300.0)), _open_hand((500.0, 300.0))
+
+    def assign(share: float, right_prob: float, memory: float = 0.95) -> list[int]:
+        t = HandTracker(
+            TrackerConfig(), palm=SimpleNamespace(backend=None), landmarker=_Landmarks([])
+        )
+        t._tracks = {0: roi_from_landmarks(left_xy), 1: roi_from_landmarks(right_xy)}
+        t._motion = {0: de.HandMotion.start(left_xy), 1: de.HandMotion.start(right_xy)}
+        t._right_prob = {0: 0.05, 1: memory}
+        xy = right_xy + share * (left_xy - right_xy)
+        estimate = HandLandmarks(np.c_[xy, np.zeros(21)], np.zeros((21, 3)), 0.9, right_prob,
+                                 roi_from_landmarks(xy))  # fmt: skip
+        return sorted(t._assign({1: estimate}, {1: FrameFlag.TRACKED}))
+
+    assert assign(0.55, right_prob=0.02) == []
+    assert assign(0.55, right_prob=0.9) == [1]
+    assert assign(0.45, right_prob=0.02) == [1]
+    assert assign(0.55, right_prob=0.02, memory=0.7) == [1]
+    # Clearly nearer the left's place (0.43 as far): position alone hands it over.
+    assert assign(0.7, right_prob=0.9) == [0]
