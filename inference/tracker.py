@@ -599,8 +599,9 @@ class HandTracker:
            hand's expected place than its own: a crop that slid over at a crossing) goes
            to that track if it is free this frame, else is let go. Handedness does not
            decide this: the network misreads it on a hand half covered by the other.
-           It only lets go an estimate that lies nearer another track's place than its
-           own, not clearly so, where both sides' memories agree (:meth:`_other_sides`).
+           It only corroborates: an estimate nearer another track's place than its own,
+           though not clearly, is let go when it confidently reads that track's side
+           against its own track's confident memory (:meth:`_other_sides`).
         3. A new crop takes back the id of a lost track of the same side (the nearest lost
            one), unless a live track holds that side; the rest are new tracks.
         At most ``max_hands`` ids are kept, tracked ones first, then the most present.
