@@ -34,6 +34,7 @@ from .hand_identity import (
     join_reappearing,
     keep_side,
     move_strays,
+    swap_sections,
 )
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
@@ -222,6 +223,8 @@ def capture(
     tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
     tracks = drop_pulled(tracks)
     slipped = rows - sum(len(t) for t in tracks)
+    tracks, swapped = swap_sections(tracks)
+    tracks = decide_sides(tracks)
     tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:
         log.warning(side_warning)
@@ -257,7 +260,7 @@ def capture(
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
-            stages=stage_facts(config, prior, tracker, slipped, moved),
+            stages=stage_facts(config, prior, tracker, slipped, moved, swapped),
             timings={name: round(value, 4) for name, value in timings.items()},
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
@@ -288,11 +291,13 @@ def stage_facts(
     tracker: HandTracker,
     slipped: int = 0,
     moved: int = 0,
+    swapped: int = 0,
 ) -> dict:
     """The header's record of the optional stages that ran and their settings, and of
     the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`,
     :func:`.hand_identity.drop_pulled`)
-    and the stray rows it ``moved`` to the other track (:func:`.hand_identity.move_strays`)."""
+    the stray rows it ``moved`` to the other track (:func:`.hand_identity.move_strays`)
+    and the rows it ``swapped`` back between two tracks (:func:`.hand_identity.swap_sections`)."""
     deocc = tracker.config.deocclusion
     facts: dict = {
         "deocclusion": {
@@ -300,7 +305,11 @@ def stage_facts(
             "frames": tracker.deoccluded,
             "seconds": round(tracker.deocclusion_seconds, 3),
         },
-        "identity": {"slipped_rows_dropped": slipped, "stray_rows_moved": moved},
+        "identity": {
+            "slipped_rows_dropped": slipped,
+            "stray_rows_moved": moved,
+            "swapped_rows": swapped,
+        },
     }
     if config.fit_mano:
         facts["mano_fit"] = {"iterations": config.fit.iterations}

@@ -1,7 +1,8 @@
 """Tracks settled over the whole clip (inference/hand_identity.py): a hand lost and found
 again is one track (so the motion prior can fill the frames it was hidden), phantoms are
 dropped, two hands at once are a left and a right, a row that slipped onto the other hand
-goes, a one-side capture keeps its side."""
+goes, two tracks that took up each other's hand across a loss swap back, a one-side capture
+keeps its side."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from handmocap.inference.hand_identity import (
     keep_side,
     move_strays,
     side_evidence,
+    swap_sections,
 )
 from handmocap.sides import Side
 from handmocap.take import OBSERVATION_FIELDS, FrameFlag, Track
@@ -273,3 +275,86 @@ def test_rows_next_to_a_slip_do_not_vouch_for_it() -> None:
     out_a, out_b = drop_slips((replace(a, keypoints_2d=ka), replace(b, keypoints_2d=kb)), 15)
     assert np.array_equal(np.setdiff1d(a.frames, out_a.frames), [10, 11])
     assert np.array_equal(np.setdiff1d(b.frames, out_b.frames), [11])
+
+
+def _seen(track: Track, frames: np.ndarray, reads: dict[int, float] | None = None) -> Track:
+    """``track``'s rows on ``frames`` only, with the right-hand probabilities ``reads``
+    (frame -> probability) where given."""
+    keep = np.isin(track.frames, frames)
+    rows = {n: getattr(track, n)[keep] for n in OBSERVATION_FIELDS}
+    p_right = rows["right_prob"].copy()
+    for frame, p in (reads or {}).items():
+        p_right[np.flatnonzero(rows["frames"] == frame)] = p
+    return replace(track, **{**rows, "right_prob": p_right})
+
+
+def test_two_tracks_that_took_up_each_others_hand_across_a_loss_swap_back() -> None:
+    """The held-out tutting sweep played back and forth: the hands meet and both are lost
+    (A on frames 12-13, B on 12-15); A's crop came back on the right hand (rows 14-26
+    read it at 0.9), B's on the left (rows 16-26 at 0.1); both lost again on frame 27 and
+    taken up the right way round after. Rows 14-26 of A go to B and rows 16-26 of B to A
+    (24 rows): each track then reads its own side on every row."""
+    frames = np.arange(41)
+    a = _seen(
+        _track(0, 0, 40, 0.1),
+        frames[(frames < 12) | (frames > 27) | ((frames > 13) & (frames < 27))],
+        {f: 0.9 for f in range(14, 27)},
+    )
+    b = _seen(
+        _track(1, 0, 40, 0.9),
+        frames[(frames < 12) | (frames > 27) | ((frames > 15) & (frames < 27))],
+        {f: 0.1 for f in range(16, 27)},
+    )
+
+    (out_a, out_b), moved = swap_sections((a, b))
+    assert moved == 13 + 11
+    assert np.array_equal(out_a.frames, np.r_[0:12, 16:27, 28:41])
+    assert np.array_equal(out_b.frames, np.r_[0:12, 14:27, 28:41])
+    assert np.all(out_a.right_prob < 0.5) and np.all(out_b.right_prob > 0.5)
+    assert (out_a.handedness, out_b.handedness) == (Side.LEFT, Side.RIGHT)
+
+
+def test_rows_of_the_other_side_where_that_track_was_lost_go_to_it() -> None:
+    """A held-out crossing played ten times: B (right) lost on frames 18-24, and A, lost
+    on 18-19 and 24, had its crop on the right hand on frames 20-23 (read at 0.93-0.97):
+    those four rows go to B, which had none there."""
+    frames = np.arange(41)
+    a = _seen(
+        _track(0, 0, 40, 0.1),
+        frames[(frames < 18) | (frames > 24) | ((frames > 19) & (frames < 24))],
+        {20: 0.93, 21: 0.97, 22: 0.97, 23: 0.96},
+    )
+    b = _seen(_track(1, 0, 40, 0.95), frames[(frames < 18) | (frames > 24)])
+
+    (out_a, out_b), moved = swap_sections((a, b))
+    assert moved == 4
+    assert np.array_equal(out_a.frames, np.r_[0:18, 25:41])
+    assert np.array_equal(out_b.frames, np.r_[0:18, 20:24, 25:41])
+
+
+def test_a_misread_side_alone_swaps_nothing() -> None:
+    """What does not show a swap: B's rows reading its own side unsurely (0.6) while A's
+    read the other side across the same loss (a half-covered hand's handedness is often
+    wrong); A running on the other side's rows for only two frames; A reading the other
+    side for 13 frames with no loss around them (both seen on every frame); two tracks
+    of one side; and two tracks never on screen together."""
+    frames = np.arange(41)
+    lost = (frames < 12) | (frames > 27) | ((frames > 13) & (frames < 27))
+    a = _seen(_track(0, 0, 40, 0.1), frames[lost], {f: 0.9 for f in range(14, 27)})
+    b_unsure = _seen(_track(1, 0, 40, 0.9), frames[lost], {f: 0.6 for f in range(14, 27)})
+    assert swap_sections((a, b_unsure))[1] == 0
+
+    b_lost = _seen(_track(1, 0, 40, 0.95), frames[(frames < 18) | (frames > 24)])
+    a_two = _seen(
+        _track(0, 0, 40, 0.1),
+        frames[(frames < 18) | (frames > 24) | (frames == 22) | (frames == 23)],
+        {22: 0.95, 23: 0.95},
+    )
+    assert swap_sections((a_two, b_lost))[1] == 0
+
+    a_no_loss = _seen(_track(0, 0, 40, 0.1), frames, {f: 0.9 for f in range(14, 27)})
+    assert swap_sections((a_no_loss, _track(1, 0, 40, 0.9)))[1] == 0
+
+    right_a = replace(a, handedness=Side.RIGHT)
+    assert swap_sections((right_a, b_unsure))[1] == 0
+    assert swap_sections((_track(0, 0, 10, 0.9), _track(1, 20, 30, 0.1)))[1] == 0
