@@ -157,9 +157,10 @@ def capture(
        from ``config.tracker``, which also cleans the crops of two overlapping hands,
        :mod:`.deocclusion`); then the tracks are settled over the whole clip
        (:mod:`.hand_identity`: phantoms dropped, sides decided, a hand that came back
-       joined to its track, rows that ran on with the other hand moved to its track, a
-       row that slipped onto the other hand dropped, as is the last row before a loss
-       that lies on the other hand, and for a one-side capture
+       joined to its track, rows that ran on with the other hand moved to its track,
+       stretches where two tracks took up each other's hand swapped back, a row that
+       slipped onto the other hand dropped, as is the last row before a loss that lies
+       on the other hand, and for a one-side capture
        ``config.hands`` the other side dropped, with a warning in the header when only
        the other side was seen).
     2. Unless ``config.fit_mano`` is off, fits MANO to each track (pose, shape, wrist
@@ -219,11 +220,15 @@ def capture(
     gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
     tracks = join_reappearing(tracks, gap)
     tracks, moved = move_strays(tracks)
+    # Swapped stretches go back before slips are judged (against their own hand's line)
+    # and again after: a dropped slip leaves the loss that cuts a swapped stretch off.
+    tracks, swapped = swap_sections(tracks)
     rows = sum(len(t) for t in tracks)
     tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
     tracks = drop_pulled(tracks)
     slipped = rows - sum(len(t) for t in tracks)
-    tracks, swapped = swap_sections(tracks)
+    tracks, swapped_after = swap_sections(tracks)
+    swapped += swapped_after
     tracks = decide_sides(tracks)
     tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:

@@ -234,14 +234,15 @@ def swap_sections(tracks: tuple[Track, ...]) -> tuple[tuple[Track, ...], int]:
 
     Two tracks ``a`` and ``b`` (seen together on ``SHARED_FRAMES`` or more frames, sides
     decided and different) are cut into *sections* wherever either of them is not seen
-    on the next processed frame (:func:`_sections`): across a loss nothing ties a
-    track's rows to its rows before, and a crop that slides from one hand onto the other
-    over a frame or two does so while the other hand is lost. A section whose rows all
-    read the other track's side surely (``SWAP_SIDE``; one track's rows where the other
-    has none) is swapped; a run of such sections swaps back as a whole where each track
-    has ``SWAP_MIN_ROWS`` rows or more in it: two tracks that each read the other's side
-    over the same stretch took up each other's hand. Sides must be decided first
-    (:func:`decide_sides`); decide them again after.
+    on the next processed frame, and where a track's rows turn from reading one side
+    surely to the other (:func:`_sections`): across a loss nothing ties a track's rows
+    to its rows before, and a crop that slides from one hand onto the other over a frame
+    or two does so while the other hand is lost, its reading turning as it goes. A
+    section whose rows all read the other track's side surely (``SWAP_SIDE``; one
+    track's rows where the other has none) is swapped; a run of such sections swaps back
+    as a whole where each track has ``SWAP_MIN_ROWS`` rows or more in it (or none): two
+    tracks that each read the other's side over the same stretch took up each other's
+    hand. Sides must be decided first (:func:`decide_sides`); decide them again after.
 
     Where the hands meet and one is lost, the other's crop can slide onto it, and the lost
     track takes up the hand left behind; where the hands reverse while hidden (tutting, a
@@ -284,8 +285,9 @@ def swap_sections(tracks: tuple[Track, ...]) -> tuple[tuple[Track, ...], int]:
 
 def _sections(a: Track, b: Track) -> list[tuple[int, int]]:
     """[(first frame, end frame exclusive)]: the stretches of processed frames (those
-    either track has a row on) between cuts, where either track is not seen on the next
-    processed frame, or no frame was processed in between (see :func:`swap_sections`)."""
+    either track has a row on) between cuts: where either track is not seen on the next
+    processed frame, no frame was processed in between, or a track's row reads the other
+    side surely from its row before (see :func:`swap_sections`)."""
     frames = np.union1d(a.frames, b.frames)
     if frames.size < 2:
         return [(int(frames[0]), int(frames[0]) + 1)] if frames.size else []
@@ -295,8 +297,18 @@ def _sections(a: Track, b: Track) -> list[tuple[int, int]]:
     runs_on = np.zeros(frames.size + 1, bool)
     runs_on[1:-1] = ((np.diff(frames) == step) & (has_a[1:] == has_a[:-1])
                      & (has_b[1:] == has_b[:-1]))  # fmt: skip
+    for track, has in ((a, has_a), (b, has_b)):
+        sure = _sure_side(track.right_prob)[np.searchsorted(track.frames, frames[has])]
+        flips = np.flatnonzero(sure[1:] * sure[:-1] < 0) + 1  # rows whose read turned
+        runs_on[np.flatnonzero(has)[flips]] = False
     cuts = np.flatnonzero(~runs_on)
     return [(int(frames[lo]), int(frames[hi - 1]) + 1) for lo, hi in pairwise(cuts)]
+
+
+def _sure_side(right_prob: np.ndarray) -> np.ndarray:
+    """(T,) +1 where a row reads a right hand surely (``SWAP_SIDE``), -1 a left, 0 unsure."""
+    p = np.asarray(right_prob, np.float64)
+    return (p >= SWAP_SIDE).astype(np.int8) - (p <= 1.0 - SWAP_SIDE).astype(np.int8)
 
 
 def _reads(track: Track, rows: np.ndarray) -> Side | None:

@@ -317,7 +317,8 @@ def test_two_tracks_that_took_up_each_others_hand_across_a_loss_swap_back() -> N
 def test_rows_of_the_other_side_where_that_track_was_lost_go_to_it() -> None:
     """A held-out crossing played ten times: B (right) lost on frames 18-24, and A, lost
     on 18-19 and 24, had its crop on the right hand on frames 20-23 (read at 0.93-0.97):
-    those four rows go to B, which had none there."""
+    those four rows go to B, which had none there. Where A runs on without a loss, its
+    rows are cut where their reading turns from one side to the other."""
     frames = np.arange(41)
     a = _seen(
         _track(0, 0, 40, 0.1),
@@ -330,6 +331,14 @@ def test_rows_of_the_other_side_where_that_track_was_lost_go_to_it() -> None:
     assert moved == 4
     assert np.array_equal(out_a.frames, np.r_[0:18, 25:41])
     assert np.array_equal(out_b.frames, np.r_[0:18, 20:24, 25:41])
+
+    # A seen throughout: its rows read its own side on 18-19 and turn on 20 (the crop slid
+    # over): only the eight rows from the turn go.
+    slid = _seen(_track(0, 0, 40, 0.1), frames, {f: 0.95 for f in range(20, 28)})
+    b_lost = _seen(_track(1, 0, 40, 0.95), frames[(frames < 18) | (frames > 27)])
+    (out_a, out_b), moved = swap_sections((slid, b_lost))
+    assert moved == 8
+    assert np.array_equal(out_b.frames, np.r_[0:18, 20:41])
 
 
 def test_a_misread_side_alone_swaps_nothing() -> None:
