@@ -257,30 +257,46 @@ def swap_sections(tracks: tuple[Track, ...]) -> tuple[tuple[Track, ...], int]:
             a, b = out[ai], out[bi]
             if a.handedness == b.handedness or _shared(a, b) < SHARED_FRAMES:
                 continue
-            run_a, run_b = np.zeros(len(a), bool), np.zeros(len(b), bool)
-            for lo, hi in [*_sections(a, b), (None, None)]:
-                if lo is not None:
-                    in_a = (a.frames >= lo) & (a.frames < hi) & _observed(a)
-                    in_b = (b.frames >= lo) & (b.frames < hi) & _observed(b)
-                    wrong_a = not in_a.any() or _reads(a, in_a) == b.handedness
-                    wrong_b = not in_b.any() or _reads(b, in_b) == a.handedness
-                    if wrong_a and wrong_b:
-                        run_a |= in_a
-                        run_b |= in_b
-                        continue
-                counts = [int(run_a.sum()), int(run_b.sum())]
-                if max(counts) >= SWAP_MIN_ROWS and all(
-                    c == 0 or c >= SWAP_MIN_ROWS for c in counts
-                ):
-                    log.info("swapped tracks %d and %d on frames %d-%d: each reads the "
-                             "other's side there", a.track_id, b.track_id,
-                             min(np.r_[a.frames[run_a], b.frames[run_b]]),
-                             max(np.r_[a.frames[run_a], b.frames[run_b]]))  # fmt: skip
-                    a, b = _exchange(a, b, run_a, run_b)
-                    moved += int(run_a.sum() + run_b.sum())
-                run_a, run_b = np.zeros(len(a), bool), np.zeros(len(b), bool)
+            swap_a, swap_b = _swapped_rows(a, b)
+            if swap_a.any() or swap_b.any():
+                a, b = _exchange(a, b, swap_a, swap_b)
+                moved += int(swap_a.sum() + swap_b.sum())
             out[ai], out[bi] = a, b
     return tuple(out), moved
+
+
+def _swapped_rows(a: Track, b: Track) -> tuple[np.ndarray, np.ndarray]:
+    """((len(a),) bool, (len(b),) bool): the rows of ``a`` and ``b`` in runs of sections
+    that read each other's side (see :func:`swap_sections`)."""
+    seen_a, seen_b = _observed(a), _observed(b)
+    swap_a, swap_b = np.zeros(len(a), bool), np.zeros(len(b), bool)
+    run: list[int] | None = None  # [first frame, end frame, a's rows, b's rows]
+    for section in [*_sections(a, b), None]:
+        if section is not None:
+            ra = slice(*np.searchsorted(a.frames, section))
+            rb = slice(*np.searchsorted(b.frames, section))
+            na, nb = int(seen_a[ra].sum()), int(seen_b[rb].sum())
+            if (na == 0 or _reads(a, ra, seen_a[ra]) == b.handedness) and (
+                nb == 0 or _reads(b, rb, seen_b[rb]) == a.handedness
+            ):
+                run = [run[0] if run else section[0], section[1],
+                       (run[2] if run else 0) + na, (run[3] if run else 0) + nb]  # fmt: skip
+                continue
+        if run and _enough(run[2], run[3]):
+            ra = slice(*np.searchsorted(a.frames, run[:2]))
+            rb = slice(*np.searchsorted(b.frames, run[:2]))
+            swap_a[ra], swap_b[rb] = seen_a[ra], seen_b[rb]
+            log.info("swapped tracks %d and %d on frames %d-%d: each reads the other's side "
+                     "there", a.track_id, b.track_id, run[0], run[1] - 1)  # fmt: skip
+        run = None
+    return swap_a, swap_b
+
+
+def _enough(rows_a: int, rows_b: int) -> bool:
+    """Whether a run with these rows of each track is evidence enough to swap: some
+    rows, and at least ``SWAP_MIN_ROWS`` of each track that has rows in it."""
+    counts = (rows_a, rows_b)
+    return max(counts) >= SWAP_MIN_ROWS and all(c == 0 or c >= SWAP_MIN_ROWS for c in counts)
 
 
 def _sections(a: Track, b: Track) -> list[tuple[int, int]]:
@@ -311,10 +327,11 @@ def _sure_side(right_prob: np.ndarray) -> np.ndarray:
     return (p >= SWAP_SIDE).astype(np.int8) - (p <= 1.0 - SWAP_SIDE).astype(np.int8)
 
 
-def _reads(track: Track, rows: np.ndarray) -> Side | None:
-    """The side ``track``'s ``rows`` (bool mask) read surely (``SWAP_SIDE``), else None."""
-    weight = track.confidence[rows].mean(axis=1).astype(np.float64) + 1e-6
-    p = float(np.average(track.right_prob[rows], weights=weight))
+def _reads(track: Track, rows: slice, seen: np.ndarray) -> Side | None:
+    """The side ``track``'s ``rows`` where ``seen`` (bool over those rows) read surely
+    (``SWAP_SIDE``), else None."""
+    weight = track.confidence[rows][seen].mean(axis=1).astype(np.float64) + 1e-6
+    p = float(np.average(track.right_prob[rows][seen], weights=weight))
     if p >= SWAP_SIDE:
         return Side.RIGHT
     return Side.LEFT if p <= 1.0 - SWAP_SIDE else None
