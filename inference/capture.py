@@ -25,17 +25,7 @@ from handmocap.take import (
 )
 
 from .fit_settings import FitConfig, fit_assets
-from .hand_identity import (
-    SLIP_WINDOW_SECONDS,
-    decide_sides,
-    drop_phantoms,
-    drop_pulled,
-    drop_slips,
-    join_reappearing,
-    keep_side,
-    move_strays,
-    swap_sections,
-)
+from .hand_identity import SLIP_WINDOW_SECONDS, Settled, keep_side, settle
 from .motion_prior import PriorConfig, PriorReport, prior_facts, smooth_tracks
 from .overlay import write_overlay
 from .progress import NoProgress, Progress
@@ -214,22 +204,11 @@ def capture(
     fps = info.fps / config.frames.stride
     tracks = tuple(b.build(info.width, info.height) for b in builders.values())
     builders.clear()
-    tracks = decide_sides(drop_phantoms(tracks, fps))
     # One person's two hands: a hand back after any gap is the one that left.
     one_person = tracker.config.max_hands <= 2
     gap = None if one_person else config.tracker.hunt_frames * config.frames.stride
-    tracks = join_reappearing(tracks, gap)
-    tracks, moved = move_strays(tracks)
-    # Swapped stretches go back before slips are judged (against their own hand's line)
-    # and again after: a dropped slip leaves the loss that cuts a swapped stretch off.
-    tracks, swapped = swap_sections(tracks)
-    rows = sum(len(t) for t in tracks)
-    tracks = drop_slips(tracks, round(SLIP_WINDOW_SECONDS * info.fps))
-    tracks = drop_pulled(tracks)
-    slipped = rows - sum(len(t) for t in tracks)
-    tracks, swapped_after = swap_sections(tracks)
-    swapped += swapped_after
-    tracks = decide_sides(tracks)
+    settled = settle(tracks, fps, gap, round(SLIP_WINDOW_SECONDS * info.fps))
+    tracks = settled.tracks
     tracks, side_warning = keep_side(tracks, config.hands)
     if side_warning:
         log.warning(side_warning)
@@ -265,7 +244,7 @@ def capture(
             detected_frames=int(sum(int(np.sum(t.flags & FrameFlag.DETECTED > 0)) for t in tracks)),
             tracking_seconds=round(tracking_seconds, 3),
             mano_seconds=round(mano_done - started - tracking_seconds, 3),
-            stages=stage_facts(config, prior, tracker, slipped, moved, swapped),
+            stages=stage_facts(config, prior, tracker, settled),
             timings={name: round(value, 4) for name, value in timings.items()},
         ),
         # What the source did not deliver (a truncated file, undecodable or skipped frames):
@@ -294,15 +273,12 @@ def stage_facts(
     config: CaptureConfig,
     prior: PriorReport | None,
     tracker: HandTracker,
-    slipped: int = 0,
-    moved: int = 0,
-    swapped: int = 0,
+    settled: Settled | None = None,
 ) -> dict:
     """The header's record of the optional stages that ran and their settings, and of
-    the ``slipped`` rows the whole-clip pass dropped (:func:`.hand_identity.drop_slips`,
-    :func:`.hand_identity.drop_pulled`)
-    the stray rows it ``moved`` to the other track (:func:`.hand_identity.move_strays`)
-    and the rows it ``swapped`` back between two tracks (:func:`.hand_identity.swap_sections`)."""
+    what the whole-clip pass did (:class:`.hand_identity.Settled`): the slipped rows it
+    dropped, the stray rows it moved to the other track and the rows it swapped back
+    between two tracks."""
     deocc = tracker.config.deocclusion
     facts: dict = {
         "deocclusion": {
@@ -311,9 +287,9 @@ def stage_facts(
             "seconds": round(tracker.deocclusion_seconds, 3),
         },
         "identity": {
-            "slipped_rows_dropped": slipped,
-            "stray_rows_moved": moved,
-            "swapped_rows": swapped,
+            "slipped_rows_dropped": settled.slipped if settled else 0,
+            "stray_rows_moved": settled.moved if settled else 0,
+            "swapped_rows": settled.swapped if settled else 0,
         },
     }
     if config.fit_mano:

@@ -14,13 +14,15 @@ whole clip in view (docs/architecture.md, "Two interacting hands"):
    :func:`drop_pulled`: so does the last row before a loss that lies on the other hand.
 6. :func:`keep_side`: a one-side capture keeps that side's tracks.
 
+:func:`settle` runs steps 1-5 in order.
+
 All functions take and return tuples of :class:`~handmocap.take.Track`, numpy only.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import numpy as np
@@ -481,6 +483,35 @@ def _concatenate(first: Track, second: Track) -> Track:
     """``second``'s rows after ``first``'s, under ``first``'s id and side."""
     rows = {n: np.concatenate([getattr(first, n), getattr(second, n)]) for n in OBSERVATION_FIELDS}
     return replace(first, **rows)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The tracks after :func:`settle`, and what it did: rows dropped as slips (or pulled
+    onto the other hand), stray rows moved to the other track, rows swapped back."""
+
+    tracks: tuple[Track, ...]
+    slipped: int
+    moved: int
+    swapped: int
+
+
+def settle(tracks: tuple[Track, ...], fps: float, max_gap: int | None, slip_window: int) -> Settled:
+    """Steps 1-5 of this module on the tracker's tracks, in order: phantoms dropped at
+    ``fps`` (processed frames a second), sides decided, hands that came back joined
+    (``max_gap`` as in :func:`join_reappearing`), strays moved, swapped stretches swapped
+    back before slips are judged (against their own hand's line) and again after (a
+    dropped slip leaves the loss that cuts a swapped stretch off), slips and pulled rows
+    dropped (``slip_window`` video frames, :func:`drop_slips`), sides decided again."""
+    tracks = decide_sides(drop_phantoms(tracks, fps))
+    tracks = join_reappearing(tracks, max_gap)
+    tracks, moved = move_strays(tracks)
+    tracks, swapped = swap_sections(tracks)
+    rows = sum(len(t) for t in tracks)
+    tracks = drop_pulled(drop_slips(tracks, slip_window))
+    slipped = rows - sum(len(t) for t in tracks)
+    tracks, swapped_after = swap_sections(tracks)
+    return Settled(decide_sides(tracks), slipped, moved, swapped + swapped_after)
 
 
 def keep_side(tracks: tuple[Track, ...], side: Side | None) -> tuple[tuple[Track, ...], str | None]:

@@ -19,6 +19,7 @@ from handmocap.inference.hand_identity import (
     join_reappearing,
     keep_side,
     move_strays,
+    settle,
     side_evidence,
     swap_sections,
 )
@@ -367,3 +368,29 @@ def test_a_misread_side_alone_swaps_nothing() -> None:
     right_a = replace(a, handedness=Side.RIGHT)
     assert swap_sections((right_a, b_unsure))[1] == 0
     assert swap_sections((_track(0, 0, 10, 0.9), _track(1, 20, 30, 0.1)))[1] == 0
+
+
+def test_settle_swaps_a_swapped_stretch_back_and_counts_it() -> None:
+    """The whole-clip pass in capture's order (:func:`settle`) on the tutting case above,
+    with the hands in place (left at y 240 moving right, right at y 420 moving left, palms
+    80 px): every row of each track ends on its own hand, each track keeps its side, and
+    the swapped rows are counted (whatever rows the slip rules drop at the stretch's
+    edges)."""
+    frames = np.arange(41)
+    left, right = _crossing(0, 100.0, 240.0, frames), _crossing(1, 500.0, 420.0, frames)
+    stretch_a, stretch_b = (frames >= 14) & (frames <= 26), (frames >= 16) & (frames <= 26)
+    ka, kb = left.keypoints_2d.copy(), right.keypoints_2d.copy()
+    ka[stretch_a], kb[stretch_b] = right.keypoints_2d[stretch_a], left.keypoints_2d[stretch_b]
+    pa = np.where(stretch_a, 0.9, 0.1).astype(np.float32)
+    pb = np.where(stretch_b, 0.1, 0.9).astype(np.float32)
+    a = replace(left, keypoints_2d=ka, right_prob=pa)
+    b = replace(right, keypoints_2d=kb, right_prob=pb)
+    a = _seen(a, frames[(frames < 12) | (frames > 27) | ((frames > 13) & (frames < 27))])
+    b = _seen(b, frames[(frames < 12) | (frames > 27) | ((frames > 15) & (frames < 27))])
+
+    settled = settle((a, b), fps=24.0, max_gap=None, slip_window=12)
+    out_a, out_b = sorted(settled.tracks, key=lambda t: t.track_id)
+    assert (out_a.handedness, out_b.handedness) == (Side.LEFT, Side.RIGHT)
+    assert settled.swapped >= 20
+    np.testing.assert_array_equal(out_a.keypoints_2d, left.keypoints_2d[out_a.frames])
+    np.testing.assert_array_equal(out_b.keypoints_2d, right.keypoints_2d[out_b.frames])
