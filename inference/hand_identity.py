@@ -7,9 +7,9 @@ whole clip in view (docs/architecture.md, "Two interacting hands"):
 2. :func:`decide_sides`: each track's side from its whole handedness record; two tracks
    seen at the same time are never the same side of one person.
 3. :func:`join_reappearing`: a hand lost and found again is one track.
-4. :func:`swap_sections`: between two frames where both hands were lost, two tracks that
-   each read the other's side over the stretch have swapped hands: their rows swap back.
-   :func:`move_strays`: rows that ran on with the other hand while it was lost go to it.
+4. :func:`move_strays`: rows that ran on with the other hand while it was lost go to it;
+   :func:`swap_sections`: two tracks that each read the other's side over a stretch cut
+   off by losses took up each other's hand: their rows swap back.
 5. :func:`drop_slips`: a row that lies nearer the other hand than its own path goes;
    :func:`drop_pulled`: so does the last row before a loss that lies on the other hand.
 6. :func:`keep_side`: a one-side capture keeps that side's tracks.
@@ -61,10 +61,10 @@ STRAY_MARGIN = 3.0
 # The last row before a loss is dropped where it lies within this many palm lengths of
 # the other track's row that frame (:func:`drop_pulled`).
 PULLED_NEAR = 0.7
-# Two tracks' rows between two frames where both lost their hands are swapped only where
-# each track's rows there read the other track's side at least this surely (mean
-# right-hand probability, weighted as in side_evidence, beyond this or below 1 - this),
-# over at least SWAP_MIN_ROWS rows each (:func:`swap_sections`).
+# Two tracks' rows in a stretch cut off by losses swap only where each track's rows there
+# read the other track's side at least this surely (mean right-hand probability, weighted
+# as in side_evidence, beyond this or below 1 - this), over at least SWAP_MIN_ROWS rows of
+# each track that has rows there (:func:`swap_sections`).
 SWAP_SIDE = 0.75
 SWAP_MIN_ROWS = 3
 
