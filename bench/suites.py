@@ -15,6 +15,7 @@ import numpy as np
 from handmocap.errors import HandmocapError
 
 from .batch_suite import suite_batch
+from .identity_sweep import suite_identity_sweep
 from .prior_eval import pa_mpjpe_mm
 from .profile_suite import suite_profile
 from .synth.cache import ROOT, cached_clip
@@ -701,6 +702,7 @@ SUITES: dict[str, Callable[[float], Result]] = {
     "render_spread": suite_render_spread,
     "prior": suite_prior,
     "two_hands": suite_two_hands,
+    "identity_sweep": suite_identity_sweep,
     "batch": suite_batch,
     "profile": suite_profile,
 }

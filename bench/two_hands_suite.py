@@ -346,17 +346,23 @@ def repeated_clip(
     preset: str, seed: int, cycles: int, folder: Path, scene: int | None = None
 ) -> tuple[Path, ClipGroundTruth]:
     """The clip (Cycles noise ``seed``, scene seed ``scene`` or the preset's) played
-    forward then backward ``cycles`` times, video and ground truth alike (the
-    rendered-alone frames are left out)."""
+    forward then backward ``cycles`` times (:func:`played_back_and_forth`)."""
+    mp4, npz = _render(preset, seed, scene)
+    video = folder / f"{_clip_name(preset, seed, scene)}_x{cycles}.mp4"  # one folder, several
+    return played_back_and_forth(mp4, load_ground_truth(npz), cycles, video)
+
+
+def played_back_and_forth(
+    mp4: Path, truth: ClipGroundTruth, cycles: int, video: Path
+) -> tuple[Path, ClipGroundTruth]:
+    """``mp4`` played forward then backward ``cycles`` times into ``video``, and its
+    ``truth`` the same way (the rendered-alone frames are left out)."""
     from dataclasses import fields, replace
 
     from .profile_suite import ping_pong
 
-    mp4, npz = _render(preset, seed, scene)
-    truth = load_ground_truth(npz)
     n = truth.num_frames
     order = np.tile(np.r_[0:n, n - 2 : 0 : -1], cycles)
-    video = folder / f"{_clip_name(preset, seed, scene)}_x{cycles}.mp4"  # one folder, several
     if ping_pong(mp4, video, cycles) != len(order):
         raise HandmocapError(f"{mp4} does not hold the {n} frames its ground truth has")
     per_frame = {f.name: getattr(truth, f.name)[order] for f in fields(truth)
@@ -457,4 +463,5 @@ def _one_hand_cost() -> list:
                    f"of a {seconds:.2f} s capture with one hand")]  # fmt: skip
 
 
-__all__ = ["CLIPS", "LabelTrack", "mediapipe_as_tracks", "suite_two_hands"]
+__all__ = ["CLIPS", "LabelTrack", "mediapipe_as_tracks", "played_back_and_forth",
+           "suite_two_hands"]  # fmt: skip
