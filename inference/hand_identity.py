@@ -416,13 +416,9 @@ def _stray_run(a: Track, b: Track) -> np.ndarray | None:
 
 def _move_rows(a: Track, b: Track, rows: np.ndarray) -> tuple[Track, Track]:
     """``a`` without ``rows`` (bool mask), and ``b`` with them, in frame order."""
-    order = np.argsort(np.concatenate([b.frames, a.frames[rows]]), kind="stable")
-    merged = {n: np.concatenate([getattr(b, n), getattr(a, n)[rows]])[order]
-              for n in OBSERVATION_FIELDS}  # fmt: skip
-    kept = {n: getattr(a, n)[~rows] for n in OBSERVATION_FIELDS}
     log.info("moved track %d's frames %d-%d to track %d: they continue its hand",
              a.track_id, a.frames[rows][0], a.frames[rows][-1], b.track_id)  # fmt: skip
-    return replace(a, **kept), replace(b, **merged)
+    return _exchange(a, b, rows, np.zeros(len(b), bool))
 
 
 def _observed(track: Track) -> np.ndarray:
